@@ -1,0 +1,13 @@
+"""Errors the runtime raises for bad inputs and bad artifacts (one-line messages)."""
+
+
+class InputError(ValueError):
+    """An input outside the program's domain: unknown symbol, key absent, word too long."""
+
+
+class ArtifactError(ValueError):
+    """A file that is not a valid, intact lat artifact."""
+
+
+class PrecisionError(RuntimeError):
+    """The decode margin does not survive the chosen number format."""
