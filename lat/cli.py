@@ -1,0 +1,418 @@
+"""The `lat` command. Every user mistake ends in one located line and a non-zero exit.
+
+Exit codes: 0 success; 1 a run-time failure (bad input word, missing or corrupt artifact,
+verification mismatch, non-equivalent learning); 2 a program error (`FILE:LINE:COL`) or a
+usage error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+from rich.console import Console
+from rich.syntax import Syntax
+from rich.table import Table
+
+from lat import api
+from lat.compiler.errors import LatError
+from lat.progress import progress_bar
+from lat.runtime.errors import ArtifactError, InputError, PrecisionError
+from lat.runtime.model import CompiledModel
+
+out = Console(highlight=False)
+err = Console(stderr=True, highlight=False)
+
+
+def _print_json(data: object) -> None:
+    sys.stdout.write(json.dumps(data, indent=2, default=_json_default) + "\n")
+
+
+def _json_default(value: object) -> object:
+    if isinstance(value, (np.floating, np.integer)):
+        return value.item()
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+def _warnings(compilation: api.Compilation) -> None:
+    for warning in compilation.warnings:
+        err.print(str(warning), markup=False)
+
+
+def model_summary(model: CompiledModel) -> dict[str, object]:
+    """H, d, d_out, parameters and margin: what every compile and inspect reports."""
+    return {
+        "program": model.interface.program,
+        "kind": model.interface.kind,
+        "origin": model.info.get("origin", "unknown"),
+        "heads": model.heads,
+        "d": model.d,
+        "d_out": model.d_out,
+        "parameters": model.parameters,
+        "dtype": str(model.V.dtype).replace("torch.", ""),
+        "decode_margin": model.info.get("decode_margin"),
+        "sha256": model.sha256(),
+    }
+
+
+def _summary_table(summary: dict[str, object], title: str) -> Table:
+    table = Table(title=title, show_header=False, title_justify="left")
+    for key, value in summary.items():
+        table.add_row(key, str(value))
+    return table
+
+
+# -- commands -------------------------------------------------------------------------------
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    compilation_checked = _check_only(args.file)
+    for warning in compilation_checked.warnings:
+        err.print(str(warning), markup=False)
+    names = []
+    for declaration in compilation_checked.declarations:
+        kind = type(declaration).__name__.replace("Checked", "").lower()
+        names.append({"name": declaration.name, "kind": kind})
+    if args.json:
+        _print_json({"file": args.file, "ok": True, "declarations": names,
+                     "warnings": [str(w) for w in compilation_checked.warnings]})
+    else:
+        listed = ", ".join(f"{n['kind']} {n['name']}" for n in names)
+        out.print(f"{args.file}: ok ({listed})")
+    return 0
+
+
+def _check_only(path: str):
+    from lat.compiler.check import check_program
+    from lat.compiler.parse import parse_program
+
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ArtifactError(f"{path}: no such file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ArtifactError(f"{path}: cannot read ({exc})") from None
+    return check_program(parse_program(text, path))
+
+
+def cmd_compile(args: argparse.Namespace) -> int:
+    compilation = api.compile_file(args.file, name=args.name, placement=args.program_in,
+                                   minimise=args.minimise)
+    _warnings(compilation)
+    model = compilation.model
+    target = Path(args.output or Path(args.file).with_suffix(".safetensors").name)
+    model.save(target)
+    summary = {**model_summary(model), "artifact": str(target)}
+    if args.minimise:
+        summary["states"] = len(compilation.declaration.states)
+    if args.json:
+        _print_json(summary)
+    else:
+        out.print(_summary_table(summary, f"compiled {args.file}"))
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    model = api.load_model(args.file, name=args.name)
+    report = api.run(model, args.input, reference=args.reference)
+    if not report["margin_resolved"]:
+        raise PrecisionError(
+            f"decode margin {report['margin']:.3g} is below what the number format resolves; "
+            "the answer cannot be trusted"
+        )
+    if args.json:
+        _print_json(report)
+        return 0
+    out.print(f"[bold]{report['program']}[/] ({report['kind']}) on {' '.join(report['input'])!r}")
+    if "trace" in report:
+        out.print("trace:  " + " → ".join(report["trace"]), markup=False)
+    out.print(f"output: [bold]{report['output']}[/]   steps: {report['steps']}   "
+              f"margin: {report['margin']:.3g}")
+    return 0
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    compilation = api.compile_file(args.file, name=args.name)
+    _warnings(compilation)
+    with progress_bar(not args.json) as progress:
+        report = api.verify(compilation, max_len=args.max_len, samples=args.samples,
+                            seed=args.seed, progress=progress)
+    if args.json:
+        _print_json(report.to_json())
+    else:
+        verdict = "[green]ok[/]" if report.ok else "[red]MISMATCH[/]"
+        out.print(f"{report.program}: {verdict} — {report.checked} words ({report.domain}, "
+                  f"length ≤ {report.max_len}), {report.mismatches} mismatches, "
+                  f"min margin {report.min_margin:.3g}, {report.seconds:.2f}s")
+        for example in report.examples:
+            out.print(f"  {example}", markup=False)
+    return 0 if report.ok else 1
+
+
+def _source_model(args: argparse.Namespace) -> CompiledModel | None:
+    if args.file is None:
+        return None
+    return api.load_model(args.file, name=args.name)
+
+
+def cmd_trace(args: argparse.Namespace) -> int:
+    from lat.learner.traces import record_traces, sample_words, save_traces
+
+    model = api.load_model(args.file, name=args.name)
+    words = sample_words(model.interface, args.samples, args.max_len,
+                         np.random.default_rng(args.seed))
+    traces = record_traces(model, words)
+    save_traces(traces, args.output)
+    pairs = sum(len(t) for t in traces.tokens)
+    summary = {"traces": len(words), "samples": pairs, "file": args.output}
+    if args.json:
+        _print_json(summary)
+    else:
+        out.print(f"recorded {len(words)} rollouts ({pairs} (context, output) pairs) "
+                  f"to {args.output}")
+    return 0
+
+
+def cmd_learn(args: argparse.Namespace) -> int:
+    from lat.learner import learn
+    from lat.learner.traces import load_traces
+
+    source = _source_model(args)
+    traces = load_traces(args.traces) if args.traces else None
+    if source is None and traces is None:
+        raise InputError("learn needs a program, an artifact or --traces")
+    with progress_bar(not args.json) as progress:
+        result = learn(source, traces=traces, samples=args.samples, max_len=args.max_len,
+                       seed=args.seed, progress=progress)
+    if args.output:
+        result.model.save(args.output)
+    report = result.to_json()
+    if args.json:
+        _print_json(report)
+    else:
+        _print_learn(report, args.output)
+    return 0 if result.equivalent else 1
+
+
+def _print_learn(report: dict, output: str | None) -> None:
+    certificate = report["certificate"]
+    table = Table(title="learned by least squares (Algorithm 1)", show_header=False,
+                  title_justify="left")
+    for key in ("samples", "train_max_abs_error", "heads"):
+        table.add_row(key, f"{report[key]:.3g}" if isinstance(report[key], float)
+                      else str(report[key]))
+    for key, value in certificate.items():
+        table.add_row(f"certificate.{key}", f"{value:.3g}" if isinstance(value, float)
+                      else str(value))
+    table.add_row("equivalent", f"{report['equivalent']} ({report['checked']} inputs checked)")
+    out.print(table)
+    if output:
+        out.print(f"learned artifact: {output}")
+
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    path = Path(args.file)
+    if args.dot:
+        from lat.compiler.graph import to_dot
+
+        if path.suffix != ".lat":
+            raise InputError("--dot draws a program's state graph: give the .lat file")
+        compilation = api.compile_file(path, name=args.name)
+        from lat.compiler.ir import CheckedAutomaton
+
+        if not isinstance(compilation.declaration, CheckedAutomaton):
+            raise InputError("--dot draws automata only")
+        sys.stdout.write(to_dot(compilation.declaration))
+        return 0
+    model = api.load_model(path, name=args.name)
+    summary = {**model_summary(model), "interface": json.loads(model.interface.to_json())}
+    if args.plot:
+        plot_weights(model, args.plot)
+        summary["plot"] = args.plot
+    if args.json:
+        _print_json({**summary, "info": dict(model.info)})
+    else:
+        out.print(_summary_table({k: v for k, v in summary.items() if k != "interface"},
+                                 f"artifact {path}"))
+        fields = ", ".join(f"{f.name}[{f.width}]" for f in model.interface.token_fields)
+        outputs = ", ".join(f"{f.name}[{f.width}]" for f in model.interface.output_fields)
+        out.print(f"token fields: {fields}\noutput fields: {outputs}", markup=False)
+    return 0
+
+
+def plot_weights(model: CompiledModel, path: str, max_heads: int = 4) -> None:
+    """Heatmaps of V_h and Q_h for the first heads."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    heads = min(model.heads, max_heads)
+    figure, axes = plt.subplots(heads, 2, figsize=(9, 3.6 * heads), squeeze=False)
+    for h in range(heads):
+        for column, (name, tensor) in enumerate((("V", model.V[h]), ("Q", model.Q[h]))):
+            axis = axes[h][column]
+            image = axis.imshow(tensor.double().numpy(), cmap="RdBu_r", aspect="auto",
+                                interpolation="nearest")
+            axis.set_title(f"{name}_{h}  ({tuple(tensor.shape)[0]}×{tuple(tensor.shape)[1]})")
+            axis.set_xlabel("token coordinate")
+            axis.set_ylabel("output coordinate" if name == "V" else "token coordinate")
+            figure.colorbar(image, ax=axis, fraction=0.046)
+    figure.suptitle(f"{model.interface.program}: H={model.heads}, d={model.d}, "
+                    f"d_out={model.d_out}")
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
+DEMO_PROGRAM = "div3.lat"
+DEMO_INPUTS = ("110", "1001", "111111", "10")
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from lat.learner import learn
+
+    started = time.perf_counter()
+    source = resources.files("lat.programs").joinpath(DEMO_PROGRAM)
+    text = source.read_text(encoding="utf-8")
+    out.rule(f"1. the program: {DEMO_PROGRAM}")
+    out.print(Syntax(text, "python", theme="ansi_dark", line_numbers=False))
+    from lat.compiler import compile_source
+
+    compilation = compile_source(text, DEMO_PROGRAM)
+    model = compilation.model
+    out.rule("2. compiled to linear attention")
+    summary = model_summary(model)
+    out.print(f"H={summary['heads']} heads, d={summary['d']}, d_out={summary['d_out']}, "
+              f"{summary['parameters']} parameters, decode margin {summary['decode_margin']}")
+    out.rule("3. runs")
+    table = Table("input", "trace", "output", "margin")
+    for word in DEMO_INPUTS:
+        report = api.run(model, word)
+        table.add_row(word, " → ".join(report["trace"]), str(report["output"]),
+                      f"{report['margin']:.3g}")
+    out.print(table)
+    out.rule("4. verified against the reference interpreter")
+    check = api.verify(compilation, max_len=10, samples=5_000)
+    out.print(f"{check.checked} words ({check.domain}, length ≤ {check.max_len}): "
+              f"{check.mismatches} mismatches, min margin {check.min_margin:.3g}")
+    out.rule("5. relearned from its own traces (least squares + SVD)")
+    with progress_bar(True) as progress:
+        result = learn(model, samples=300, max_len=24, seed=0, progress=progress)
+    _print_learn(result.to_json(), None)
+    verdict = "[green]equivalent[/]" if result.equivalent else "[red]NOT equivalent[/]"
+    out.print(f"verdict: learned model is {verdict} to the compiled one "
+              f"on {result.checked} inputs; {time.perf_counter() - started:.1f}s in all")
+    return 0 if (result.equivalent and check.ok) else 1
+
+
+# -- parser ---------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="lat",
+        description="Compile .lat programs to linear-attention weights, run, verify and "
+        "relearn them.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(name: str, handler, help_text: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        p.set_defaults(handler=handler)
+        return p
+
+    p = command("check", cmd_check, "parse and check a .lat file")
+    p.add_argument("file")
+    p.add_argument("--json", action="store_true")
+
+    p = command("compile", cmd_compile, "compile a declaration to an MHLA artifact")
+    p.add_argument("file")
+    p.add_argument("-o", "--output", help="artifact path (default: FILE stem + .safetensors)")
+    p.add_argument("--name", help="declaration to compile when the file has several")
+    p.add_argument("--program-in", choices=("weights", "context"), default="weights")
+    p.add_argument("--minimise", action="store_true", help="compile the minimal DFA")
+    p.add_argument("--json", action="store_true")
+
+    p = command("run", cmd_run, "execute a program or artifact on one input")
+    p.add_argument("file", help=".lat program or artifact")
+    p.add_argument("--input", required=True, help="the input word ('' is the empty word)")
+    p.add_argument("--name")
+    p.add_argument("--reference", action="store_true",
+                   help="recompute every output with the loop form of the definition")
+    p.add_argument("--json", action="store_true")
+
+    p = command("verify", cmd_verify, "compare the compiled model with the interpreter")
+    p.add_argument("file")
+    p.add_argument("--name")
+    p.add_argument("--max-len", type=_non_negative, default=8)
+    p.add_argument("--samples", type=_positive, default=20_000)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", action="store_true")
+
+    p = command("trace", cmd_trace, "record rollouts as (context, output) pairs")
+    p.add_argument("file")
+    p.add_argument("--name")
+    p.add_argument("--samples", type=_positive, default=1000, help="number of rollouts")
+    p.add_argument("--max-len", type=_non_negative, default=64)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("-o", "--output", required=True)
+    p.add_argument("--json", action="store_true")
+
+    p = command("learn", cmd_learn, "relearn weights from traces by least squares")
+    p.add_argument("file", nargs="?", help=".lat program or artifact to learn from")
+    p.add_argument("--traces", help="learn from a traces file made by `lat trace`")
+    p.add_argument("--name")
+    p.add_argument("--samples", type=_positive, default=1000, help="number of rollouts")
+    p.add_argument("--max-len", type=_non_negative, default=64)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("-o", "--output", help="write the learned artifact here")
+    p.add_argument("--json", action="store_true")
+
+    p = command("inspect", cmd_inspect, "describe an artifact (or draw a program's graph)")
+    p.add_argument("file")
+    p.add_argument("--name")
+    p.add_argument("--dot", action="store_true", help="print the state graph as DOT")
+    p.add_argument("--plot", metavar="PNG", help="heatmaps of V_h and Q_h")
+    p.add_argument("--json", action="store_true")
+
+    command("demo", cmd_demo, "compile, run, verify and relearn a shipped program")
+    return parser
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
+
+
+def _non_negative(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError("must be at least 0")
+    return value
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.handler(args)
+    except LatError as error:
+        err.print(str(error.diagnostic), markup=False)
+        return 2
+    except (InputError, ArtifactError, PrecisionError) as error:
+        err.print(f"lat: error: {error}", markup=False)
+        return 1
+    except KeyboardInterrupt:
+        err.print("lat: interrupted")
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,232 @@
+"""How an artifact talks to the world: token fields, output fields, prompt, feedback, halting.
+
+The runtime knows nothing of the DSL. An `Interface` is plain data (it serialises to JSON
+inside the artifact) that says how to turn an input word into tokens, how to read the
+model's output vector, and which decoded values are fed back as the next token. The
+feedback rule only re-embeds decoded values; it never computes program logic — that lives
+in the weights V and Q alone.
+
+Token layout. A token z ∈ R^d is the concatenation of its fields' blocks, in order:
+- ``onehot``: one-hot over ``values`` (all-zero when the field is absent from a token);
+- ``product``: one-hot over the pairs ``values × values2`` (pair (a, b) at a·|values2|+b);
+- ``const``: a single coordinate, 1 when present.
+
+Outputs. y ∈ R^{d_out} is the concatenation of output fields, each decoded by argmax over
+its block. The *margin* of a decode is top-1 minus top-2 in that block.
+
+Sources, used by prompt and feedback token specs: ``"input"`` (the next input symbol; it
+is consumed), ``"output:NAME"`` (the value decoded for output field NAME at the previous
+position), ``"const:VALUE"`` (a fixed value). A product field takes two sources.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+from lat.runtime.errors import ArtifactError, InputError
+
+TOKEN_FIELD_KINDS = ("onehot", "product", "const")
+
+
+@dataclass(frozen=True)
+class TokenField:
+    name: str
+    kind: str
+    values: tuple[str, ...] = ()
+    values2: tuple[str, ...] = ()
+
+    @property
+    def width(self) -> int:
+        if self.kind == "const":
+            return 1
+        if self.kind == "product":
+            return len(self.values) * len(self.values2)
+        return len(self.values)
+
+    def index(self, value: str | tuple[str, str]) -> int:
+        """Position of `value` inside this field's block."""
+        if self.kind == "const":
+            return 0
+        if self.kind == "product":
+            first, second = value
+            return self.values.index(first) * len(self.values2) + self.values2.index(second)
+        return self.values.index(value)
+
+
+@dataclass(frozen=True)
+class OutputField:
+    name: str
+    values: tuple[str, ...]
+
+    @property
+    def width(self) -> int:
+        return len(self.values)
+
+
+TokenSpec = Mapping[str, tuple[str, ...]]  # field name -> its sources (two for a product)
+
+
+@dataclass(frozen=True)
+class Interface:
+    """Everything needed to run and decode an artifact, independent of how it was made.
+
+    `kind` and `program` are descriptive labels (the runtime does not branch on them);
+    `result_field` names the output field whose value at the last position is the run's
+    output, `trace_field` the one whose values over the answer positions form the trace.
+    """
+
+    kind: str
+    program: str
+    input_alphabet: tuple[str, ...]
+    token_fields: tuple[TokenField, ...]
+    output_fields: tuple[OutputField, ...]
+    prompt: tuple[TokenSpec, ...]
+    feed: TokenSpec
+    result_field: str
+    trace_field: str | None = None
+    halt_on: tuple[tuple[str, str], ...] = ()
+    max_steps: int | None = None
+    extra: Mapping[str, object] = field(default_factory=dict)
+
+    # -- layout -------------------------------------------------------------------------
+    @property
+    def d(self) -> int:
+        return sum(f.width for f in self.token_fields)
+
+    @property
+    def d_out(self) -> int:
+        return sum(f.width for f in self.output_fields)
+
+    def token_offset(self, name: str) -> int:
+        offset = 0
+        for f in self.token_fields:
+            if f.name == name:
+                return offset
+            offset += f.width
+        raise KeyError(name)
+
+    def token_field(self, name: str) -> TokenField:
+        for f in self.token_fields:
+            if f.name == name:
+                return f
+        raise KeyError(name)
+
+    def output_slices(self) -> list[tuple[OutputField, int]]:
+        """Each output field with the offset of its block in y."""
+        slices, offset = [], 0
+        for f in self.output_fields:
+            slices.append((f, offset))
+            offset += f.width
+        return slices
+
+    def output_field(self, name: str) -> OutputField:
+        for f in self.output_fields:
+            if f.name == name:
+                return f
+        raise KeyError(name)
+
+    # -- inputs ---------------------------------------------------------------------------
+    def split_word(self, text: str) -> tuple[str, ...]:
+        """Split a command-line word into symbols (DESIGN §3) and check every one.
+
+        Whitespace splits when there is any; otherwise single characters when every symbol
+        of the alphabet is one character; otherwise the whole text is one symbol. "" is the
+        empty word.
+        """
+        if any(c.isspace() for c in text):
+            symbols = tuple(text.split())
+        elif all(len(s) == 1 for s in self.input_alphabet):
+            symbols = tuple(text)
+        else:
+            symbols = (text,) if text else ()
+        self.check_word(symbols)
+        return symbols
+
+    def check_word(self, symbols: Sequence[str]) -> None:
+        known = set(self.input_alphabet)
+        for position, symbol in enumerate(symbols):
+            if symbol not in known:
+                close = difflib.get_close_matches(symbol, self.input_alphabet, n=1, cutoff=0.5)
+                hint = f"; did you mean '{close[0]}'?" if close else ""
+                shown = ", ".join(self.input_alphabet[:20])
+                more = ", ..." if len(self.input_alphabet) > 20 else ""
+                raise InputError(
+                    f"unknown symbol '{symbol}' at input position {position} of program "
+                    f"'{self.program}' (alphabet: {shown}{more}){hint}"
+                )
+
+    # -- serialisation ----------------------------------------------------------------
+    def to_json(self) -> str:
+        return json.dumps(
+            {
+                "kind": self.kind,
+                "program": self.program,
+                "input_alphabet": list(self.input_alphabet),
+                "token_fields": [
+                    {"name": f.name, "kind": f.kind, "values": list(f.values),
+                     "values2": list(f.values2)}
+                    for f in self.token_fields
+                ],
+                "output_fields": [
+                    {"name": f.name, "values": list(f.values)} for f in self.output_fields
+                ],
+                "prompt": [{k: list(v) for k, v in spec.items()} for spec in self.prompt],
+                "feed": {k: list(v) for k, v in self.feed.items()},
+                "result_field": self.result_field,
+                "trace_field": self.trace_field,
+                "halt_on": [list(pair) for pair in self.halt_on],
+                "max_steps": self.max_steps,
+                "extra": dict(self.extra),
+            },
+            sort_keys=True,
+        )
+
+    @classmethod
+    def from_json(cls, text: str) -> Interface:
+        try:
+            raw = json.loads(text)
+            interface = cls(
+                kind=str(raw["kind"]),
+                program=str(raw["program"]),
+                input_alphabet=tuple(raw["input_alphabet"]),
+                token_fields=tuple(
+                    TokenField(f["name"], f["kind"], tuple(f["values"]), tuple(f["values2"]))
+                    for f in raw["token_fields"]
+                ),
+                output_fields=tuple(
+                    OutputField(f["name"], tuple(f["values"])) for f in raw["output_fields"]
+                ),
+                prompt=tuple({k: tuple(v) for k, v in s.items()} for s in raw["prompt"]),
+                feed={k: tuple(v) for k, v in raw["feed"].items()},
+                result_field=str(raw["result_field"]),
+                trace_field=raw["trace_field"],
+                halt_on=tuple((str(a), str(b)) for a, b in raw["halt_on"]),
+                max_steps=raw["max_steps"],
+                extra=dict(raw["extra"]),
+            )
+        except (ValueError, KeyError, TypeError) as exc:
+            raise ArtifactError(f"artifact interface is malformed: {exc}") from None
+        interface.validate()
+        return interface
+
+    def validate(self) -> None:
+        """Reject an inconsistent interface early, with a message naming the problem."""
+        names = [f.name for f in self.token_fields]
+        if len(set(names)) != len(names):
+            raise ArtifactError("interface has duplicate token field names")
+        for f in self.token_fields:
+            if f.kind not in TOKEN_FIELD_KINDS:
+                raise ArtifactError(f"token field '{f.name}' has unknown kind '{f.kind}'")
+        outputs = {f.name for f in self.output_fields}
+        if self.result_field not in outputs:
+            raise ArtifactError(f"result field '{self.result_field}' is not an output field")
+        for spec in (*self.prompt, self.feed):
+            for name, sources in spec.items():
+                if name not in names:
+                    raise ArtifactError(f"token spec names unknown field '{name}'")
+                for source in sources:
+                    if source.startswith("output:") and source[7:] not in outputs:
+                        raise ArtifactError(f"source '{source}' names no output field")
