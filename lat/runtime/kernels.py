@@ -126,12 +126,14 @@ def recurrent_step(
     """
     z_in = z if active is None else z * active[:, None].to(z.dtype)
     queries = torch.einsum("hkl,bl->bhk", Q, z)  # Q_h z
+    # Rank-one updates in place (baddbmm): no (B, ·, d) temporary per step.
     if state.layout == "shared":
-        state.tensor += z_in[:, :, None] * z_in[:, None, :]
+        state.tensor.baddbmm_(z_in[:, :, None], z_in[:, None, :])
         y = torch.einsum("hij,bjk,bhk->bi", V, state.tensor, queries)
     else:
-        values = torch.einsum("hij,bj->bhi", V, z_in)
-        state.tensor += values[:, :, :, None] * z_in[:, None, None, :]
+        B, H, d_out, d = state.tensor.shape
+        values = torch.einsum("hij,bj->bhi", V, z_in).reshape(B, H * d_out, 1)
+        state.tensor.view(B, H * d_out, d).baddbmm_(values, z_in[:, None, :])
         y = torch.einsum("bhik,bhk->bi", state.tensor, queries)
     state.length += 1
     if scale != 1.0:

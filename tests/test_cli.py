@@ -1,0 +1,164 @@
+"""End-to-end: the `lat` command as a user drives it (DESIGN §7 JSON, exits, messages)."""
+
+from __future__ import annotations
+
+import json
+import random
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from lat.cli import main
+from lat.compiler.check import check_program
+from lat.compiler.interpret import run_automaton
+from lat.compiler.parse import parse_program
+
+ROOT = Path(__file__).resolve().parent.parent
+PROGRAMS = ROOT / "programs"
+
+
+def random_automaton_source(states: int, symbols: int, seed: int, name: str = "rand") -> str:
+    """A random total DFA as .lat text (not one of the shipped programs)."""
+    rng = random.Random(seed)
+    names = [f"q{i}" for i in range(states)]
+    alphabet = [chr(ord("a") + i) for i in range(symbols)]
+    lines = [f"automaton {name} {{", f"  alphabet: {', '.join(alphabet)}",
+             f"  states: {', '.join(names)}", "  start: q0",
+             f"  accept: {', '.join(rng.sample(names, max(1, states // 3)))}"]
+    lines += [f"  {q} {a} -> {rng.choice(names)}" for q in names for a in alphabet]
+    return "\n".join(lines + ["}"]) + "\n"
+
+
+def lat(*argv: str, capsys) -> tuple[int, str, str]:
+    code = main(list(argv))
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+@pytest.fixture
+def rand_file(tmp_path) -> Path:
+    path = tmp_path / "rand.lat"
+    path.write_text(random_automaton_source(7, 3, seed=42))
+    return path
+
+
+def test_check_ok_and_bad(tmp_path, capsys, rand_file):
+    code, out, _ = lat("check", str(rand_file), capsys=capsys)
+    assert code == 0 and "ok" in out
+    bad = tmp_path / "bad.lat"
+    bad.write_text("automaton x {\n  alphabet: a\n  states: p\n  start: qq\n  p a -> p\n}\n")
+    code, out, err = lat("check", str(bad), capsys=capsys)
+    assert code == 2
+    assert err.startswith(f"{bad}:4:")
+    assert "Traceback" not in err
+
+
+def test_run_json_equals_the_interpreter_on_long_random_words(tmp_path, capsys, rand_file):
+    artifact = tmp_path / "rand.safetensors"
+    assert lat("compile", str(rand_file), "-o", str(artifact), capsys=capsys)[0] == 0
+    declaration = check_program(parse_program(rand_file.read_text(), "r")).get(None)
+    rng = random.Random(1)
+    for length in (0, 1, 17, 500):
+        word = "".join(rng.choice("abc") for _ in range(length))
+        code, out, _ = lat("run", str(artifact), "--input", word, "--json", capsys=capsys)
+        assert code == 0
+        report = json.loads(out)
+        truth = run_automaton(declaration, tuple(word))
+        assert report["output"] == truth.output
+        assert report["trace"] == list(truth.trace)
+        assert report["final_state"] == truth.final_state
+        assert report["steps"] == length and report["margin"] >= 1.0
+        assert report["input"] == list(word)
+        assert set(report) >= {"program", "kind", "input", "output", "steps", "margin",
+                               "trace", "final_state"}
+
+
+def test_reference_loop_agrees(capsys, rand_file):
+    fast = json.loads(lat("run", str(rand_file), "--input", "abcab", "--json", capsys=capsys)[1])
+    slow = json.loads(lat("run", str(rand_file), "--input", "abcab", "--json", "--reference",
+                          capsys=capsys)[1])
+    assert fast == slow
+
+
+def test_unknown_input_symbol_missing_file_corrupt_artifact(tmp_path, capsys, rand_file):
+    code, _, err = lat("run", str(rand_file), "--input", "abz", capsys=capsys)
+    assert code == 1 and "unknown symbol 'z'" in err and len(err.strip().splitlines()) == 1
+    code, _, err = lat("run", str(tmp_path / "nope.lat"), "--input", "a", capsys=capsys)
+    assert code == 1 and "no such file" in err and len(err.strip().splitlines()) == 1
+    artifact = tmp_path / "a.safetensors"
+    lat("compile", str(rand_file), "-o", str(artifact), capsys=capsys)
+    data = bytearray(artifact.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    artifact.write_bytes(bytes(data))
+    code, _, err = lat("run", str(artifact), "--input", "a", capsys=capsys)
+    assert code == 1 and len(err.strip().splitlines()) == 1 and "Traceback" not in err
+
+
+def test_verify_a_60_state_6_symbol_automaton(tmp_path, capsys):
+    path = tmp_path / "big.lat"
+    path.write_text(random_automaton_source(60, 6, seed=3, name="big"))
+    code, out, _ = lat("verify", str(path), "--json", capsys=capsys)
+    report = json.loads(out)
+    assert code == 0
+    assert report["checked"] == 20_000 and report["mismatches"] == 0
+    assert report["min_margin"] > 0
+
+
+def test_verify_is_exhaustive_when_the_domain_is_small(capsys):
+    code, out, _ = lat("verify", str(PROGRAMS / "parity.lat"), "--max-len", "6", "--json",
+                       capsys=capsys)
+    report = json.loads(out)
+    assert code == 0 and report["domain"] == "exhaustive" and report["checked"] == 2**7 - 1
+
+
+def test_compile_minimise_and_inspect(tmp_path, capsys):
+    artifact = tmp_path / "m.safetensors"
+    code, out, _ = lat("compile", str(PROGRAMS / "mod5x5.lat"), "--minimise", "-o",
+                       str(artifact), "--json", capsys=capsys)
+    assert code == 0 and json.loads(out)["states"] <= 25
+    png = tmp_path / "w.png"
+    code, out, _ = lat("inspect", str(artifact), "--plot", str(png), "--json", capsys=capsys)
+    summary = json.loads(out)
+    assert code == 0 and summary["heads"] == 1 and png.stat().st_size > 1000
+    code, out, _ = lat("inspect", str(PROGRAMS / "div3.lat"), "--dot", capsys=capsys)
+    assert code == 0 and out.lstrip().startswith("digraph")
+
+
+def test_learn_json(tmp_path, capsys):
+    learned = tmp_path / "learned.safetensors"
+    code, out, _ = lat("learn", str(PROGRAMS / "div3.lat"), "--samples", "200", "--max-len",
+                       "20", "-o", str(learned), "--json", capsys=capsys)
+    report = json.loads(out)
+    assert code == 0 and report["equivalent"] is True
+    assert report["certificate"]["identifiable"] is True
+    assert report["train_max_abs_error"] <= 1e-6
+    code, out, _ = lat("run", str(learned), "--input", "1001", "--json", capsys=capsys)
+    assert code == 0 and json.loads(out)["output"] == "accept"  # 9 is divisible by 3
+
+
+def test_trace_then_learn_from_traces(tmp_path, capsys):
+    traces = tmp_path / "t.safetensors"
+    code, _, _ = lat("trace", str(PROGRAMS / "parity.lat"), "--samples", "100", "--max-len",
+                     "12", "-o", str(traces), capsys=capsys)
+    assert code == 0
+    code, out, _ = lat("learn", "--traces", str(traces), "--json", capsys=capsys)
+    report = json.loads(out)
+    assert code == 0 and report["equivalent"] is True
+
+
+def test_console_entry_point_has_no_traceback(tmp_path):
+    bad = tmp_path / "bad.lat"
+    bad.write_text("automaton x {\n  alphabet: a\n  states: p\n  start: p\n  p a => p\n}\n")
+    result = subprocess.run([sys.executable, "-m", "lat", "check", str(bad)],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    assert result.stderr.startswith(f"{bad}:5:") and "Traceback" not in result.stderr
+
+
+def test_demo_runs(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "lat", "demo"], capture_output=True,
+                            text=True, timeout=300, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "equivalent" in result.stdout and "identifiable" in result.stdout
