@@ -50,6 +50,20 @@ class Star:
 
 
 @dataclass(frozen=True)
+class HeaderItem:
+    """One header item as written (`alphabet:`, `start:` ...): its keyword and position.
+
+    Declarations keep these, in source order and repeats included, so the checker can report
+    a repeated item with both positions and a missing one at the declaration. The parser keeps
+    the first occurrence's value in the declaration's fields; a missing item leaves an empty
+    placeholder there (`()`, `Name("")`, `Symbol("")`, `Bound(0, 0)`).
+    """
+
+    keyword: str
+    pos: Pos = field(default=NOWHERE, compare=False)
+
+
+@dataclass(frozen=True)
 class Transition:
     """`STATE SYMBOL[|SYMBOL...] -> STATE` (automaton)."""
 
@@ -68,6 +82,7 @@ class Automaton:
     accept: tuple[Name, ...]
     transitions: tuple[Transition, ...]
     pos: Pos = field(default=NOWHERE, compare=False)
+    header: tuple[HeaderItem, ...] = field(default=(), compare=False)
 
 
 @dataclass(frozen=True)
@@ -85,6 +100,7 @@ class Memory:
     entries: tuple[Entry, ...]
     default: Symbol | None
     pos: Pos = field(default=NOWHERE, compare=False)
+    header: tuple[HeaderItem, ...] = field(default=(), compare=False)
 
 
 @dataclass(frozen=True)
@@ -97,6 +113,7 @@ class Rule:
     move: str
     target: Name
     pos: Pos = field(default=NOWHERE, compare=False)
+    move_pos: Pos = field(default=NOWHERE, compare=False)  # where MOVE is written
 
 
 @dataclass(frozen=True)
@@ -119,6 +136,7 @@ class Machine:
     bound: Bound
     rules: tuple[Rule, ...]
     pos: Pos = field(default=NOWHERE, compare=False)
+    header: tuple[HeaderItem, ...] = field(default=(), compare=False)
 
 
 Declaration = Automaton | Memory | Machine

@@ -1,0 +1,188 @@
+"""Hypothesis strategies for `.lat` programs, for lat's own tests and for its users.
+
+`automaton_sources()` draws the text of random valid automata — total and deterministic by
+construction, written in the many ways the grammar allows (names, numbers and quoted
+symbols, `|`, `*`, header items in any order, comments, odd spacing) — so a property test
+exercises the whole front end, not one canonical layout. `words()` draws inputs for them,
+and `program_asts()` draws syntactically arbitrary ASTs for print → parse round-trips.
+
+Importing this module has no side effects (no Hypothesis profiles are registered).
+"""
+
+from __future__ import annotations
+
+import string
+from collections.abc import Sequence
+
+from hypothesis import strategies as st
+
+from lat.compiler import ast
+from lat.compiler.parse import RESERVED_WORDS
+from lat.compiler.printer import format_symbol, is_plain_name
+
+__all__ = ["automaton_sources", "names", "program_asts", "symbol_texts", "words"]
+
+_FIRST = string.ascii_letters + "_"
+_REST = string.ascii_letters + string.digits + "_"
+# printable ASCII and a few non-ASCII letters, for the text of quoted symbols
+_QUOTED_CHARS = st.characters(min_codepoint=32, max_codepoint=126) | st.sampled_from("éλ→\t")
+
+
+def names(max_size: int = 8) -> st.SearchStrategy[str]:
+    """Identifiers the grammar accepts as NAME (never a reserved word)."""
+    return st.builds(
+        lambda first, rest: first + rest,
+        st.sampled_from(_FIRST),
+        st.text(alphabet=_REST, max_size=max_size - 1),
+    ).filter(lambda text: text not in RESERVED_WORDS)
+
+
+def symbol_texts() -> st.SearchStrategy[str]:
+    """Symbol texts: mostly names and numbers, sometimes text that must be quoted."""
+    return st.one_of(
+        names(4),
+        st.integers(min_value=0, max_value=999).map(str),
+        st.text(alphabet=_QUOTED_CHARS, min_size=1, max_size=4),
+        st.sampled_from(sorted(RESERVED_WORDS)),
+    )
+
+
+def words(alphabet: Sequence[str], min_len: int = 0,
+          max_len: int = 200) -> st.SearchStrategy[tuple[str, ...]]:
+    """Words (tuples of symbols) over `alphabet`, of length min_len..max_len."""
+    return st.lists(st.sampled_from(tuple(alphabet)), min_size=min_len,
+                    max_size=max_len).map(tuple)
+
+
+_COMMENTS = st.text(
+    alphabet=st.characters(min_codepoint=32, max_codepoint=126) | st.just("é"), max_size=20
+)
+
+
+@st.composite
+def _symbol_written(draw: st.DrawFn, text: str) -> str:
+    """`text` as a symbol in source: bare when it may be, sometimes quoted anyway."""
+    written = format_symbol(text)
+    if not written.startswith('"') and draw(st.integers(0, 4)) == 0:
+        written = '"' + text + '"'
+    return written
+
+
+@st.composite
+def _separator(draw: st.DrawFn) -> str:
+    """Whitespace between lines: a newline, maybe a comment, maybe blank lines."""
+    parts = []
+    if draw(st.integers(0, 5)) == 0:
+        parts.append("  # " + draw(_COMMENTS))
+    parts.append("\n" * draw(st.integers(1, 2)))
+    parts.append(draw(st.sampled_from(["  ", "    ", "\t", ""])))
+    return "".join(parts)
+
+
+@st.composite
+def automaton_sources(draw: st.DrawFn, min_states: int = 2, max_states: int = 30,
+                      min_symbols: int = 2, max_symbols: int = 5) -> str:
+    """The text of a random valid (total, deterministic) automaton declaration."""
+    n_states = draw(st.integers(min_states, max_states))
+    n_symbols = draw(st.integers(min_symbols, max_symbols))
+    states = draw(st.lists(names(), min_size=n_states, max_size=n_states, unique=True))
+    alphabet = draw(st.lists(symbol_texts(), min_size=n_symbols, max_size=n_symbols,
+                             unique=True))
+    start = draw(st.sampled_from(states))
+    accept = [state for state in states if draw(st.booleans())]
+    name = draw(names())
+
+    def sym(text: str) -> str:
+        return draw(_symbol_written(text))
+
+    header = [
+        "alphabet: " + ", ".join(sym(text) for text in alphabet),
+        "states: " + ", ".join(states),
+        f"start: {start}",
+    ]
+    if accept:
+        header.append("accept: " + ", ".join(accept))
+    header = draw(st.permutations(header))
+
+    lines: list[str] = []
+    for state in states:
+        by_target: dict[str, list[str]] = {}
+        for text in alphabet:
+            target = states[draw(st.integers(0, n_states - 1))]
+            by_target.setdefault(target, []).append(text)
+        groups = list(by_target.items())
+        star = draw(st.integers(-1, len(groups) - 1))  # which group becomes `*`, if any
+        for index, (target, texts) in enumerate(groups):
+            if index == star:
+                lines.append(f"{state} * -> {target}")
+            elif draw(st.booleans()):
+                lines.append(f"{state} {' | '.join(sym(t) for t in texts)} -> {target}")
+            else:
+                lines.extend(f"{state} {sym(t)} -> {target}" for t in texts)
+    lines = draw(st.permutations(lines))
+
+    body = list(header) + list(lines)
+    text = draw(st.sampled_from(["", "# a random automaton\n"]))
+    text += f"automaton {name} {{" + draw(_separator())
+    for line in body:
+        text += line + draw(_separator())
+    return text + "}\n"
+
+
+# --------------------------------------------------------------------------- ASTs
+
+
+def _name() -> st.SearchStrategy[ast.Name]:
+    return names().map(ast.Name)
+
+
+def _symbol() -> st.SearchStrategy[ast.Symbol]:
+    return st.one_of(symbol_texts(), st.text(max_size=3)).map(
+        lambda text: ast.Symbol(text, quoted=not is_plain_name(text))
+    )
+
+
+def _tuple(elements: st.SearchStrategy, max_size: int = 4) -> st.SearchStrategy[tuple]:
+    return st.lists(elements, max_size=max_size).map(tuple)
+
+
+def _selection() -> st.SearchStrategy[tuple[ast.Symbol, ...] | ast.Star]:
+    return st.one_of(st.just(ast.Star()), st.lists(_symbol(), min_size=1, max_size=3).map(tuple))
+
+
+_automata = st.builds(
+    ast.Automaton,
+    name=_name(),
+    alphabet=_tuple(_symbol()),
+    states=_tuple(_name()),
+    start=st.one_of(_name(), st.just(ast.Name(""))),
+    accept=_tuple(_name()),
+    transitions=_tuple(st.builds(ast.Transition, state=_name(), symbols=_selection(),
+                                 target=_name())),
+)
+_memories = st.builds(
+    ast.Memory,
+    name=_name(),
+    entries=_tuple(st.builds(ast.Entry, key=_symbol(), value=_symbol())),
+    default=st.none() | _symbol(),
+)
+_machines = st.builds(
+    ast.Machine,
+    name=_name(),
+    tape=_tuple(_symbol()),
+    blank=_symbol(),
+    states=_tuple(_name()),
+    start=st.one_of(_name(), st.just(ast.Name(""))),
+    halt=_tuple(_name()),
+    bound=st.builds(ast.Bound, steps=st.integers(0, 10**6), tape=st.integers(0, 10**4)),
+    rules=_tuple(st.builds(ast.Rule, state=_name(), reads=_selection(), write=_symbol(),
+                           move=st.sampled_from(["L", "R", "S"]) | names(), target=_name())),
+)
+
+
+def program_asts(max_declarations: int = 3) -> st.SearchStrategy[ast.Program]:
+    """Syntactically arbitrary programs (not necessarily ones the checker accepts)."""
+    declarations = st.one_of(_automata, _memories, _machines)
+    return st.lists(declarations, max_size=max_declarations).map(
+        lambda ds: ast.Program(tuple(ds))
+    )
