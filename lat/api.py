@@ -38,6 +38,17 @@ def compile_file(
     return compile_source(text, str(path), name=name, placement=placement, minimise=minimise)
 
 
+def shipped_program(filename: str) -> str:
+    """The text of a program shipped in programs/ (package data once installed)."""
+    try:
+        from importlib import resources
+
+        return resources.files("lat.programs").joinpath(filename).read_text(encoding="utf-8")
+    except ModuleNotFoundError:  # running from a source tree that is not installed
+        path = Path(__file__).resolve().parent.parent / "programs" / filename
+        return path.read_text(encoding="utf-8")
+
+
 def load_model(path: str | Path, *, name: str | None = None) -> CompiledModel:
     """A `.lat` file is compiled on the fly; anything else is loaded as an artifact."""
     path = Path(path)

@@ -11,7 +11,6 @@ import argparse
 import json
 import sys
 import time
-from importlib import resources
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +25,7 @@ from lat.runtime.errors import ArtifactError, InputError, PrecisionError
 from lat.runtime.model import CompiledModel
 
 out = Console(highlight=False)
-err = Console(stderr=True, highlight=False)
+err = Console(stderr=True, highlight=False, soft_wrap=True)  # one message, one line
 
 
 def _print_json(data: object) -> None:
@@ -278,8 +277,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from lat.learner import learn
 
     started = time.perf_counter()
-    source = resources.files("lat.programs").joinpath(DEMO_PROGRAM)
-    text = source.read_text(encoding="utf-8")
+    text = api.shipped_program(DEMO_PROGRAM)
     out.rule(f"1. the program: {DEMO_PROGRAM}")
     out.print(Syntax(text, "python", theme="ansi_dark", line_numbers=False))
     from lat.compiler import compile_source

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import random
 import subprocess
 import sys
@@ -17,6 +18,8 @@ from lat.compiler.parse import parse_program
 
 ROOT = Path(__file__).resolve().parent.parent
 PROGRAMS = ROOT / "programs"
+# Child processes find the package from the source tree, installed or not.
+CHILD_ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
 
 
 def random_automaton_source(states: int, symbols: int, seed: int, name: str = "rand") -> str:
@@ -152,13 +155,13 @@ def test_console_entry_point_has_no_traceback(tmp_path):
     bad = tmp_path / "bad.lat"
     bad.write_text("automaton x {\n  alphabet: a\n  states: p\n  start: p\n  p a => p\n}\n")
     result = subprocess.run([sys.executable, "-m", "lat", "check", str(bad)],
-                            capture_output=True, text=True, timeout=120)
+                            capture_output=True, text=True, timeout=120, env=CHILD_ENV)
     assert result.returncode == 2
     assert result.stderr.startswith(f"{bad}:5:") and "Traceback" not in result.stderr
 
 
 def test_demo_runs(tmp_path):
     result = subprocess.run([sys.executable, "-m", "lat", "demo"], capture_output=True,
-                            text=True, timeout=300, cwd=tmp_path)
+                            text=True, timeout=300, cwd=tmp_path, env=CHILD_ENV)
     assert result.returncode == 0, result.stderr
     assert "equivalent" in result.stdout and "identifiable" in result.stdout
