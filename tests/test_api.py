@@ -1,0 +1,42 @@
+"""The public API: domains, verification that can fail, shipped programs."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+
+import lat
+from lat.api import domain_words, shipped_program, verify
+from lat.compiler import compile_source
+from lat.runtime.model import CompiledModel
+
+
+def test_domain_is_exhaustive_when_small_and_sampled_otherwise():
+    words, kind = domain_words(("a", "b"), 3, 100)
+    assert kind == "exhaustive" and len(words) == 15 and len(set(words)) == 15
+    words, kind = domain_words(("a", "b", "c"), 12, 500, seed=1)
+    assert kind == "sampled" and len(words) == 500
+    assert max(map(len, words)) <= 12 and min(map(len, words)) >= 0
+    assert words == domain_words(("a", "b", "c"), 12, 500, seed=1)[0]  # reproducible
+
+
+def test_verify_catches_a_wrong_weight():
+    compilation = compile_source(shipped_program("div3.lat"), "div3.lat")
+    model = compilation.model
+    V = model.V.clone()
+    column = model.interface.token_offset("state_symbol")  # (r0, 0) -> r0 ...
+    V[0, :, column] = torch.roll(V[0, :, column], shifts=1)  # ... now points elsewhere
+    broken = dataclasses.replace(compilation, model=CompiledModel(V, model.Q, model.interface))
+    report = verify(broken, max_len=6)
+    assert report.mismatches > 0 and not report.ok and report.examples
+    assert verify(compilation, max_len=6).ok
+
+
+def test_top_level_api(tmp_path):
+    path = tmp_path / "p.lat"
+    path.write_text(shipped_program("parity.lat"))
+    compilation = lat.compile_file(path)
+    report = lat.run(compilation.model, "11")
+    assert report["output"] == "accept" and report["trace"] == ["even", "odd", "even"]
+    assert lat.verify(compilation, max_len=5).ok
