@@ -46,3 +46,44 @@ def countdown(max_steps: int | None = None) -> CompiledModel:
     for i in range(4):
         V[0, min(i + 1, 3), 1 + i] = 1.0
     return CompiledModel(V, torch.eye(5)[None], interface)
+
+
+def near_tie(gap: float = 0.002) -> CompiledModel:
+    """mod3_counter whose runner-up state is only `gap` below the winner on every token:
+    fp32 resolves it, bf16 (unit roundoff 2^-9) cannot."""
+    model = mod3_counter()
+    V = model.V.clone()
+    for column in range(model.d):
+        block = V[0, :3, column]
+        if block.max() > 0:
+            winner = int(block.argmax())
+            block[(winner + 1) % 3] = 1.0 - gap
+    return CompiledModel(V, model.Q, model.interface)
+
+
+def mixed_signs() -> CompiledModel:
+    """mod3_counter with Q = 2I - 1·(the bos coordinate's row and column), V shifted by -1
+    on the accept block: negative weights, same decisions (outputs can cancel)."""
+    model = mod3_counter()
+    V = model.V.clone()
+    V[0, 3:5] -= 0.25
+    Q = 2.0 * torch.eye(model.d)[None]
+    return CompiledModel(V, Q, model.interface)
+
+
+def long_prompt(prefix: int = 20) -> CompiledModel:
+    """mod3_counter behind a `prefix`-token preamble (bos, then `pad` tokens that attend to
+    nothing): exercises the chunked prefill of prompts before the decode loop."""
+    base = mod3_counter()
+    states, alphabet = ("r0", "r1", "r2"), ("a", "b")
+    interface = Interface(
+        kind="automaton", program="mod3_long", input_alphabet=alphabet,
+        token_fields=(TokenField("pad", "const"), TokenField("bos", "const"),
+                      TokenField("state_symbol", "product", states, alphabet)),
+        output_fields=base.interface.output_fields,
+        prompt=tuple({"pad": ()} for _ in range(prefix - 1)) + ({"bos": ()},),
+        feed={"state_symbol": ("output:state", "input")},
+        result_field="accept", trace_field="state",
+    )
+    V = torch.cat([torch.zeros(1, base.d_out, 1), base.V], dim=2)
+    return CompiledModel(V, torch.eye(interface.d)[None], interface)

@@ -6,11 +6,16 @@ import itertools
 
 import pytest
 import torch
+from hypothesis import given
+from hypothesis import strategies as st
 
-from lat.runtime.errors import InputError
+from lat.runtime.errors import InputError, PrecisionError
 from lat.runtime.execute import rollout, run
+from lat.runtime.interface import Interface, OutputField, TokenField
 from lat.runtime.model import CompiledModel
-from tests.runtime_fixtures import countdown, mod3_counter
+from tests.runtime_fixtures import countdown, long_prompt, mixed_signs, mod3_counter, near_tie
+
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
 
 def expected_mod3(word):
@@ -82,3 +87,138 @@ def test_a_margin_the_format_cannot_resolve_is_flagged():
     flawed = CompiledModel(V, model.Q, model.interface)
     result = run(flawed, ("a",))
     assert not result.margin_resolved
+
+
+def same_runs(fast, slow, margin_rel=1e-5):
+    assert [r.decoded for r in fast] == [r.decoded for r in slow]
+    assert [r.steps for r in fast] == [r.steps for r in slow]
+    assert [r.stopped_by for r in fast] == [r.stopped_by for r in slow]
+    assert [r.margin_resolved for r in fast] == [r.margin_resolved for r in slow]
+    for a, b in zip(fast, slow, strict=True):
+        assert a.margin == pytest.approx(b.margin, rel=margin_rel)
+
+
+@given(words=st.lists(st.text("ab", max_size=12), min_size=1, max_size=12),
+       batch_size=st.sampled_from([None, 1, 3]))
+def test_every_kernel_agrees_with_the_reference_on_mixed_lengths(words, batch_size):
+    model = mod3_counter()
+    words = [tuple(w) for w in words]
+    slow = rollout(model, words, reference=True)
+    for kernel in ("auto", "recurrent"):
+        fast = rollout(model, words, kernel=kernel, batch_size=batch_size)
+        same_runs(fast, slow)
+        for word, result in zip(words, fast, strict=True):
+            assert result.decoded["state"] == expected_mod3(word)
+
+
+@pytest.mark.parametrize("model", [long_prompt(), long_prompt(40), mixed_signs()],
+                         ids=["prompt20", "prompt40", "mixed_signs"])
+def test_prefilled_prompts_and_signed_weights_agree_with_the_reference(model):
+    words = [tuple("abaab"), (), tuple("bbbaaab"), tuple("a")]
+    slow = rollout(model, words, reference=True)
+    for kernel in ("auto", "chunked", "parallel", "recurrent"):
+        same_runs(rollout(model, words, kernel=kernel), slow)
+    for word, result in zip(words, slow, strict=True):
+        assert result.decoded["state"] == expected_mod3(word)
+
+
+def test_recording_a_prefilled_prompt():
+    model = long_prompt(20)
+    fast = rollout(model, [tuple("ab")], record=True, dtype="fp64")[0]
+    slow = rollout(model, [tuple("ab")], record=True, dtype="fp64", reference=True)[0]
+    assert fast.tokens.shape == (22, model.d) and fast.outputs.shape == (22, model.d_out)
+    assert (fast.tokens == slow.tokens).all()
+    assert abs(fast.outputs - slow.outputs).max() < 1e-12
+
+
+def test_halting_in_a_batch_with_the_dense_kernel():
+    for kernel in ("auto", "recurrent", "reference"):
+        results = rollout(countdown(), [(), ("x",)], kernel=kernel)
+        assert [r.stopped_by for r in results] == ["halt", "halt"]
+        assert all(r.decoded["state"] == ("s0", "s1", "s2", "halt") for r in results)
+
+
+def test_bf16_flags_a_margin_it_cannot_resolve():
+    """gap 0.002 below the winner: fp32 resolves it, bf16 rounds it away — flagged."""
+    words = [tuple("aab"), tuple("ba")]
+    exact = rollout(near_tie(0.002), words)
+    assert all(r.margin_resolved for r in exact)
+    for weights in ("bf16",):
+        low = rollout(near_tie(0.002), words, weights=weights)
+        assert not any(r.margin_resolved for r in low)
+        with pytest.raises(PrecisionError, match="cannot resolve"):
+            rollout(near_tie(0.002), words, weights=weights, on_unresolved="raise")
+    # rounding can even make the runner-up tie the winner: still flagged, never silent
+    tied = rollout(near_tie(0.0005), words, weights="bf16")
+    assert not any(r.margin_resolved for r in tied)
+
+
+def test_fp16_resolves_what_bf16_cannot():
+    """fp16 has 3 more mantissa bits than bf16: a 0.01 gap survives it, honestly checked."""
+    words = [tuple("aab"), tuple("ba")]
+    fp16 = rollout(near_tie(0.01), words, weights="fp16")
+    assert all(r.margin_resolved for r in fp16)
+    assert [r.decoded for r in fp16] == [r.decoded for r in rollout(near_tie(0.01), words)]
+
+
+def test_low_precision_weights_keep_wide_margins():
+    """Compiled automata (margin ≥ 1, non-negative weights) run in bf16 and fp16 with
+    the same answers; signed weights get the |V| S |Q| bound and still resolve."""
+    words = [tuple(w) for n in range(5) for w in itertools.product("ab", repeat=n)]
+    for model in (mod3_counter(), mixed_signs(), long_prompt()):
+        exact = rollout(model, words)
+        for weights in ("bf16", "fp16"):
+            low = rollout(model, words, weights=weights)
+            assert [r.decoded for r in low] == [r.decoded for r in exact]
+            assert all(r.margin_resolved for r in low)
+
+
+def test_weights_a_format_cannot_hold_are_refused():
+    model = mod3_counter()
+    big = CompiledModel(model.V * 1e6, model.Q, model.interface)
+    with pytest.raises(PrecisionError, match="overflows fp16"):
+        rollout(big, [tuple("a")], weights="fp16")
+    tiny = CompiledModel(model.V * 1e-9, model.Q, model.interface)
+    with pytest.raises(PrecisionError, match="underflow"):
+        rollout(tiny, [tuple("a")], weights="fp16")
+    with pytest.raises(ValueError, match="unknown weight format"):
+        rollout(model, [tuple("a")], weights="int8")
+
+
+def test_options_are_checked():
+    model = mod3_counter()
+    with pytest.raises(ValueError, match="unknown kernel"):
+        rollout(model, [()], kernel="magic")
+    with pytest.raises(ValueError, match="unknown dtype"):
+        rollout(model, [()], dtype="fp8")
+    with pytest.raises(ValueError, match="unknown device"):
+        rollout(model, [()], device="tpu")
+
+
+def test_an_interface_that_never_stops_is_an_error():
+    states = ("s0", "s1")
+    interface = Interface(
+        kind="machine", program="loop", input_alphabet=("x",),
+        token_fields=(TokenField("bos", "const"), TokenField("state", "onehot", states)),
+        output_fields=(OutputField("state", states),),
+        prompt=({"bos": ()},), feed={"state": ("output:state",)},
+        result_field="state",
+    )
+    model = CompiledModel(torch.ones(1, 2, 3), torch.eye(3)[None], interface)
+    with pytest.raises(ValueError, match="never stops"):
+        rollout(model, [()])
+
+
+def test_results_stay_in_input_order_when_batches_are_sorted():
+    model = mod3_counter()
+    words = [tuple("a" * n) for n in (3, 0, 7, 1, 5)]
+    results = rollout(model, words, batch_size=2)
+    assert [r.input for r in results] == words
+    assert [r.steps for r in results] == [3, 0, 7, 1, 5]
+
+
+@needs_cuda
+def test_cuda_rollout_equals_cpu():
+    model = mod3_counter()
+    words = [tuple("abaab"), (), tuple("bbbaaab")]
+    same_runs(rollout(model, words, device="cuda"), rollout(model, words))

@@ -6,9 +6,24 @@ with tensor indexing (no per-sequence Python work inside the step loop). A seque
 when a feedback step needs an input symbol and its input is exhausted, when an output field
 decodes to a halting value (`halt_on`), or after `max_steps` feedback steps.
 
-Every decode records its margin (top-1 minus top-2 of each output block). A margin that
-the number format cannot resolve — at or below a few units of rounding at the output's
-magnitude — is flagged, so that a run never returns a silently wrong answer.
+How a step runs. Tokens are binary (Interface: one coordinate per token field), so the
+step loop carries coordinates, not vectors: a token spec is compiled once into lookup
+tables (`_SpecPlan`), and the default decoder (`kernels.TokenDecoder`, folded state)
+touches only the state rows those coordinates name — O(H·d·d_out) per new token at most,
+O(d_out) for the automata the compiler emits. A long prompt that does not read the
+model's own outputs is prefilled in one chunked call and the decoder resumes from its
+state. `kernel="recurrent"` runs dense recurrent steps, `reference=True` recomputes
+every output from the whole prefix with the loop form of the definition (the truth).
+
+Margins. Every decode records its margin (top-1 minus top-2 of each output block). A
+margin is *resolved* when it exceeds what the number formats can move it by:
+64 ulps of the state format at the output's magnitude, plus, for bf16/fp16 weights,
+twice the worst-case effect of rounding the weights, (2u + u²)·E, where
+E = Σ_h |V_h| S |Q_h| z bounds every output's sum of absolute terms (E = |y| when V, Q
+are non-negative, as for compiled automata; otherwise it is computed alongside with
+|V|, |Q|). A run whose margin does not survive its format is flagged
+(`margin_resolved=False`) or, with `on_unresolved="raise"`, refused with PrecisionError:
+never a silently wrong answer.
 """
 
 from __future__ import annotations
@@ -20,14 +35,27 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from lat.runtime.errors import InputError
+from lat.runtime.device import resolve_device, single_thread
+from lat.runtime.errors import InputError, PrecisionError
 from lat.runtime.interface import Interface, TokenSpec
-from lat.runtime.kernels import RecurrentState, mhla_reference, recurrent_step
+from lat.runtime.kernels import (
+    FORMATS,
+    KERNELS,
+    RecurrentState,
+    TokenDecoder,
+    mhla,
+    mhla_reference,
+    prepare,
+    recurrent_step,
+)
 from lat.runtime.model import CompiledModel
 
-# Tokens of state a batch may hold at once (floats); bigger batches are split.
+# Floats of decode state a batch may hold at once; bigger batches are split.
 STATE_BUDGET = 1 << 25
 DTYPES = {"fp32": torch.float32, "fp64": torch.float64}
+WEIGHT_FORMATS = ("fp32", "bf16", "fp16", "fp64")
+PREFILL_MIN = 16  # prompts at least this long (and free of feedback) are prefilled
+_INVALID = -(1 << 40)  # a table entry for "value not in this field": pushes coords < 0
 
 
 @dataclass(frozen=True)
@@ -53,7 +81,7 @@ class RunResult:
 
 
 def resolution(dtype: torch.dtype, magnitude: torch.Tensor) -> torch.Tensor:
-    """The smallest margin the format resolves at this output magnitude.
+    """The smallest margin the state format resolves at this output magnitude.
 
     Accumulated rounding in a length-T sum stays far below 64 units in the last place of
     the largest output for these one-hot programs; a margin must clear that.
@@ -61,73 +89,291 @@ def resolution(dtype: torch.dtype, magnitude: torch.Tensor) -> torch.Tensor:
     return 64.0 * torch.finfo(dtype).eps * magnitude.clamp(min=1.0)
 
 
-def _source_index(
-    interface: Interface,
-    values: tuple[str, ...],
-    source: str,
-    decoded: dict[str, torch.Tensor],
-    symbol: torch.Tensor | None,
-) -> torch.Tensor | int:
-    """Index within `values` named by one source, per batch row (or a constant)."""
-    if source == "input":
-        assert symbol is not None
-        return symbol
-    if source.startswith("output:"):
-        name = source[len("output:"):]
-        field = interface.output_field(name)
-        if field.values == values:
-            return decoded[name]
-        # Re-embed by value: map the output field's value order onto this field's.
-        mapping = torch.tensor([values.index(v) if v in values else -1 for v in field.values])
-        return mapping[decoded[name]]
-    if source.startswith("const:"):
-        return values.index(source[len("const:"):])
-    raise ValueError(f"unknown token source '{source}'")
+def weight_rounding(weights: str) -> float:
+    """Relative bound on an output's change from rounding V and Q to `weights`: each
+    product V·S·Q·z picks up (1+δ_V)(1+δ_Q) - 1 ≤ 2u + u² (u: unit roundoff)."""
+    if weights in ("fp32", "fp64"):
+        return 0.0
+    u = torch.finfo(FORMATS[weights]).eps / 2
+    return 2 * u + u * u
 
 
-def _build_tokens(
-    interface: Interface,
-    spec: TokenSpec,
-    batch: int,
-    decoded: dict[str, torch.Tensor],
-    symbol: torch.Tensor | None,
-    dtype: torch.dtype,
-) -> torch.Tensor:
-    """Embed one token per batch row from a token spec (vectorised over the batch)."""
-    z = torch.zeros(batch, interface.d, dtype=dtype)
-    rows = torch.arange(batch)
+def check_weights(model: CompiledModel, weights: str) -> None:
+    """Refuse up front weights the format cannot hold at all (overflow, underflow)."""
+    if weights not in WEIGHT_FORMATS:
+        raise ValueError(f"unknown weight format '{weights}' "
+                         f"(choose from {', '.join(WEIGHT_FORMATS)})")
+    if weights in ("fp32", "fp64"):
+        return
+    target = FORMATS[weights]
+    for name, tensor in (("V", model.V), ("Q", model.Q)):
+        rounded = tensor.to(target)
+        if not bool(torch.isfinite(rounded).all()):
+            raise PrecisionError(
+                f"{name} overflows {weights} (largest |entry| {float(tensor.abs().max()):g}); "
+                "run with --weights fp32")
+        lost = (tensor != 0) & (rounded == 0)
+        if bool(lost.any()):
+            raise PrecisionError(
+                f"{int(lost.sum())} nonzero entries of {name} underflow to 0 in {weights}; "
+                "run with --weights fp32")
+
+
+# --------------------------------------------------------------------------------------
+# The interface compiled to lookup tables
+# --------------------------------------------------------------------------------------
+
+
+@dataclass
+class _FieldPlan:
+    """One token field's coordinate: table_a[index_a] (+ table_b[index_b])."""
+
+    sources: list[tuple[str, str | None, torch.Tensor]]  # (kind, output name, table)
+    const: int | None = None  # a const field: a fixed coordinate
+
+
+@dataclass
+class _SpecPlan:
+    fields: list[_FieldPlan]
+    uses_input: bool
+    uses_output: bool
+    may_be_invalid: bool
+
+
+def _value_table(values: tuple[str, ...], source_values: tuple[str, ...], scale: int,
+                 offset: int, device: torch.device) -> torch.Tensor:
+    """Map an index into `source_values` to offset + scale·(index of the same value in
+    `values`), or _INVALID when the value is not in this field (re-embedding by value)."""
+    entries = [offset + scale * values.index(v) if v in values else _INVALID
+               for v in source_values]
+    return torch.tensor(entries, dtype=torch.long, device=device)
+
+
+def _plan_spec(interface: Interface, spec: TokenSpec, device: torch.device) -> _SpecPlan:
+    fields: list[_FieldPlan] = []
+    uses_input = uses_output = invalid = False
     for name, sources in spec.items():
         field = interface.token_field(name)
         offset = interface.token_offset(name)
         if field.kind == "const":
-            z[:, offset] = 1.0
+            fields.append(_FieldPlan([], const=offset))
             continue
+        slots = [(field.values, len(field.values2) if field.kind == "product" else 1)]
         if field.kind == "product":
-            first = _source_index(interface, field.values, sources[0], decoded, symbol)
-            second = _source_index(interface, field.values2, sources[1], decoded, symbol)
-            index = torch.as_tensor(first) * len(field.values2) + torch.as_tensor(second)
+            slots.append((field.values2, 1))
+        if len(sources) != len(slots):
+            raise ValueError(f"token field '{name}' takes {len(slots)} source(s), "
+                             f"got {len(sources)}")
+        plan = _FieldPlan([])
+        for position, (source, (values, scale)) in enumerate(
+            zip(sources, slots, strict=True)
+        ):
+            base = offset if position == 0 else 0
+            if source == "input":
+                table = _value_table(values, interface.input_alphabet, scale, base, device)
+                plan.sources.append(("input", None, table))
+                uses_input = True
+            elif source.startswith("output:"):
+                out = source[len("output:"):]
+                table = _value_table(values, interface.output_field(out).values, scale,
+                                     base, device)
+                plan.sources.append(("output", out, table))
+                uses_output = True
+            elif source.startswith("const:"):
+                value = source[len("const:"):]
+                entry = base + scale * values.index(value) if value in values else _INVALID
+                plan.sources.append(("const", None, torch.tensor([entry], device=device)))
+            else:
+                raise ValueError(f"unknown token source '{source}'")
+            invalid |= bool((plan.sources[-1][2] < 0).any())
+        fields.append(plan)
+    return _SpecPlan(fields, uses_input, uses_output, invalid)
+
+
+class _Tokens:
+    """Builds token coordinates (B, F) for a batch from decoded outputs and input."""
+
+    def __init__(self, interface: Interface, words: list[tuple[str, ...]],
+                 device: torch.device) -> None:
+        self.d = interface.d
+        self.device = device
+        self.batch = len(words)
+        alphabet = {s: i for i, s in enumerate(interface.input_alphabet)}
+        self.lengths = torch.tensor([len(w) for w in words], dtype=torch.long)
+        self.longest = int(self.lengths.max()) if words else 0
+        symbols = torch.zeros(self.batch, self.longest + 1, dtype=torch.long)
+        flat = [alphabet[s] for w in words for s in w]
+        if flat:
+            rows = torch.repeat_interleave(torch.arange(self.batch), self.lengths)
+            cols = torch.cat([torch.arange(len(w)) for w in words])
+            symbols[rows, cols] = torch.tensor(flat, dtype=torch.long)
+        self.symbols = symbols.to(device)
+        self.lengths = self.lengths.to(device)
+        self.prompt = [_plan_spec(interface, spec, device) for spec in interface.prompt]
+        self.feed = _plan_spec(interface, interface.feed, device)
+        self._input_columns: dict[int, torch.Tensor] = {}  # id(table) → table[symbols]
+
+    def _input(self, table: torch.Tensor, pointer: int) -> torch.Tensor:
+        key = id(table)
+        if key not in self._input_columns:
+            self._input_columns[key] = table[self.symbols].t().contiguous()  # (L+1, B)
+        return self._input_columns[key][min(pointer, self.longest)]
+
+    def coords(self, plan: _SpecPlan, decoded: dict[str, torch.Tensor] | None,
+               pointer: int) -> torch.Tensor:
+        columns = []
+        for field in plan.fields:
+            if field.const is not None:
+                columns.append(torch.full((self.batch,), field.const, dtype=torch.long,
+                                          device=self.device))
+                continue
+            total: torch.Tensor | None = None
+            for kind, name, table in field.sources:
+                if kind == "input":
+                    part = self._input(table, pointer)
+                elif kind == "output":
+                    if decoded is None:
+                        raise ValueError(f"the first prompt token reads output '{name}' "
+                                         "before anything was decoded")
+                    part = table.index_select(0, decoded[name])
+                else:
+                    part = table.expand(self.batch)
+                total = part if total is None else total + part
+            assert total is not None
+            columns.append(total)
+        coords = columns[0][:, None] if len(columns) == 1 else torch.stack(columns, dim=1)
+        if plan.may_be_invalid:  # a value the field cannot embed contributes nothing
+            coords = torch.where(coords < 0, self.d, coords)
+        return coords
+
+    def dense(self, coords: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        """Coordinates (..., F) → binary tokens (..., d)."""
+        z = torch.zeros(*coords.shape[:-1], self.d + 1, dtype=dtype, device=coords.device)
+        z.scatter_(-1, coords, 1.0)
+        return z[..., : self.d]
+
+
+# --------------------------------------------------------------------------------------
+# Decoding all output fields at once
+# --------------------------------------------------------------------------------------
+
+
+class _Decode:
+    """Argmax and top-1 minus top-2 of every output block in one gather + one topk."""
+
+    def __init__(self, interface: Interface, nonnegative: bool, device: torch.device) -> None:
+        slices = interface.output_slices()
+        self.names = [field.name for field, _ in slices]
+        widths = [field.width for field, _ in slices]
+        self.width = max(widths)
+        d_out = interface.d_out
+        index = torch.full((len(slices), self.width), d_out, dtype=torch.long)  # -inf pad
+        for j, (field, offset) in enumerate(slices):
+            index[j, : field.width] = torch.arange(offset, offset + field.width)
+            if field.width == 1 and self.width > 1:
+                index[j, 1] = d_out + 1  # compared against 0, as a single value's margin
+        self.index = index.view(-1).to(device)
+        self.single = torch.tensor([w == 1 for w in widths], device=device)
+        self.has_single = bool(self.single.any())
+        self.nonnegative = nonnegative
+        self.pad = torch.tensor([[-math.inf, 0.0]], device=device)
+
+    def __call__(self, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(indices (B, fields), margin (B,), magnitude max|y| (B,))."""
+        B = y.shape[0]
+        extended = torch.cat([y, self.pad.to(y.dtype).expand(B, 2)], dim=1)
+        blocks = extended.index_select(1, self.index).view(B, -1, self.width)
+        if self.width == 1:
+            indices = torch.zeros(blocks.shape[:2], dtype=torch.long, device=y.device)
+            gaps = blocks[..., 0]
+            top = gaps
         else:
-            index = torch.as_tensor(
-                _source_index(interface, field.values, sources[0], decoded, symbol)
-            )
-        z[rows, offset + index.expand(batch)] = 1.0
-    return z
+            values, which = blocks.topk(2, dim=2)
+            indices, top = which[..., 0], values[..., 0]
+            gaps = values[..., 0] - values[..., 1]
+            if self.has_single:  # a lone value v: index 0, margin v (also when v < 0)
+                flipped = self.single & (indices != 0)
+                gaps = torch.where(flipped, -gaps, gaps)
+                indices = indices.masked_fill(self.single, 0)
+        margin = gaps.amin(dim=1)
+        magnitude = top.amax(dim=1) if self.nonnegative else y.abs().amax(dim=1)
+        return indices, margin, magnitude
 
 
-def _decode(interface: Interface, y: torch.Tensor) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
-    """Argmax of each output block, and the smallest top-1 minus top-2 gap per row."""
-    decoded, margins = {}, []
-    for field, offset in interface.output_slices():
-        block = y[:, offset : offset + field.width]
-        top = torch.topk(block, k=min(2, field.width), dim=1)
-        decoded[field.name] = top.indices[:, 0]
-        gap = top.values[:, 0] - top.values[:, 1] if field.width > 1 else top.values[:, 0]
-        margins.append(gap)
-    return decoded, torch.stack(margins, dim=1).min(dim=1).values
+# --------------------------------------------------------------------------------------
+# Steppers: sparse (default), dense recurrent, reference
+# --------------------------------------------------------------------------------------
 
 
-def _uses_input(spec: TokenSpec) -> bool:
-    return any("input" in sources for sources in spec.values())
+class _SparseStepper:
+    def __init__(self, V: torch.Tensor, Q: torch.Tensor, model: CompiledModel, batch: int,
+                 weights: str, dtype: torch.dtype, device: torch.device, kernel: str) -> None:
+        self.V, self.Q, self.weights, self.kernel = V, Q, weights, kernel
+        self.model, self.dtype, self.device = model, dtype, device
+        self.decoder = TokenDecoder(V, Q, batch, weights=weights, dtype=dtype, device=device,
+                                    scale=model.scale, normalise=model.normalise)
+
+    def step(self, coords: torch.Tensor, update: torch.Tensor) -> torch.Tensor:
+        return self.decoder.step(coords, update)
+
+    def prefill(self, Z: torch.Tensor) -> torch.Tensor:
+        B = Z.shape[0]
+        state = RecurrentState.empty(B, self.V, self.dtype, self.device, layout="shared")
+        kernel = "auto" if self.kernel in ("auto", "recurrent") else self.kernel
+        Y = mhla(Z, self.V, self.Q, self.model.scale, self.model.normalise, kernel,
+                 state=state, weights=self.weights)
+        self.decoder.load_shared(state.tensor, state.length, self.V, self.Q, self.weights)
+        return Y.to(self.dtype)
+
+
+class _DenseStepper:
+    def __init__(self, V: torch.Tensor, Q: torch.Tensor, model: CompiledModel, batch: int,
+                 weights: str, dtype: torch.dtype, device: torch.device, tokens: _Tokens,
+                 kernel: str) -> None:
+        self.V, self.Q, self.weights, self.kernel = V, Q, weights, kernel
+        self.model, self.dtype, self.tokens = model, dtype, tokens
+        self.state = RecurrentState.empty(batch, V, dtype, device)
+
+    def step(self, coords: torch.Tensor, update: torch.Tensor) -> torch.Tensor:
+        z = self.tokens.dense(coords, self.dtype)
+        active = (update == coords).all(dim=1)  # finished rows come with padding coords
+        return recurrent_step(self.state, z, self.V, self.Q, self.model.scale,
+                              self.model.normalise, active, weights=self.weights)
+
+    def prefill(self, Z: torch.Tensor) -> torch.Tensor:
+        self.state = RecurrentState.empty(Z.shape[0], self.V, self.dtype, Z.device, "shared")
+        kernel = "auto" if self.kernel == "recurrent" else self.kernel
+        Y = mhla(Z, self.V, self.Q, self.model.scale, self.model.normalise, kernel,
+                 state=self.state, weights=self.weights)
+        return Y.to(self.dtype)
+
+
+class _ReferenceStepper:
+    """Recomputes every output from the whole history with the loop definition."""
+
+    def __init__(self, V: torch.Tensor, Q: torch.Tensor, model: CompiledModel,
+                 weights: str, dtype: torch.dtype, tokens: _Tokens) -> None:
+        self.V = V.to(FORMATS[weights]).to(dtype)
+        self.Q = Q.to(FORMATS[weights]).to(dtype)
+        self.model, self.dtype, self.tokens = model, dtype, tokens
+        self.history: list[torch.Tensor] = []
+
+    def step(self, coords: torch.Tensor, update: torch.Tensor) -> torch.Tensor:
+        # A finished row's token is masked from the history (its state stops growing).
+        self.history.append(self.tokens.dense(update, self.dtype))
+        Z = torch.stack(self.history, dim=1)
+        Z[:, -1] = self.tokens.dense(coords, self.dtype)  # it still queries with its token
+        y = mhla_reference(Z, self.V, self.Q, self.model.scale, self.model.normalise)[:, -1]
+        return y
+
+    def prefill(self, Z: torch.Tensor) -> torch.Tensor:
+        self.history.extend(Z.unbind(1))
+        return mhla_reference(Z, self.V, self.Q, self.model.scale, self.model.normalise)
+
+
+# --------------------------------------------------------------------------------------
+# Rollout
+# --------------------------------------------------------------------------------------
 
 
 def rollout(
@@ -138,23 +384,56 @@ def rollout(
     dtype: str = "fp32",
     record: bool = False,
     batch_size: int | None = None,
+    weights: str | None = None,
+    device: str | torch.device = "cpu",
+    kernel: str = "auto",
+    on_unresolved: str = "flag",
 ) -> list[RunResult]:
     """Execute `model` on every input word; results are in input order.
 
-    `reference=True` recomputes every output from the whole prefix with the loop form of
-    the definition (slow; the ground truth the fast path is tested against).
+    dtype: state/accumulation format ("fp32", or "fp64" for float64 traces).
+    weights: weight format "fp32" | "bf16" | "fp16" (default: the state format).
+    device: "cpu" | "cuda" | "auto". kernel: "auto" (coordinate decoder, chunked prefill
+    of long prompts), "recurrent" (dense steps), "parallel"/"chunked"/"fla" (prefill
+    form), "reference" (= reference=True: the loop definition at every step, slow).
+    on_unresolved: "flag" (margin_resolved=False) or "raise" (PrecisionError).
     """
+    if dtype not in DTYPES:
+        raise ValueError(f"unknown dtype '{dtype}' (choose from {', '.join(DTYPES)})")
+    if kernel not in KERNELS:
+        raise ValueError(f"unknown kernel '{kernel}' (choose from {', '.join(KERNELS)})")
+    if on_unresolved not in ("flag", "raise"):
+        raise ValueError("on_unresolved is 'flag' or 'raise'")
+    weights = weights or dtype
+    check_weights(model, weights)
+    target = resolve_device(device)
     interface = model.interface
-    for word in inputs:
+    words = [tuple(w) for w in inputs]
+    for word in words:
         interface.check_word(word)
     if batch_size is None:
-        per_row = min(model.d * model.d, model.heads * model.d_out * model.d)
+        per_row = (model.d + 1) * model.d_out
         batch_size = max(1, min(4096, STATE_BUDGET // max(per_row, 1)))
-    results: list[RunResult] = []
-    for start in range(0, len(inputs), batch_size):
-        chunk = [tuple(w) for w in inputs[start : start + batch_size]]
-        results.extend(_rollout_batch(model, chunk, reference, DTYPES[dtype], record))
-    return results
+    # Similar lengths share a batch: fewer steps spent on finished rows.
+    order = sorted(range(len(words)), key=lambda i: -len(words[i]))
+    results: list[RunResult | None] = [None] * len(words)
+    reference = reference or kernel == "reference"
+    with single_thread(target.type == "cpu"), torch.inference_mode():
+        for start in range(0, len(order), batch_size):
+            chosen = order[start : start + batch_size]
+            batch = _rollout_batch(model, [words[i] for i in chosen], reference,
+                                   DTYPES[dtype], weights, record, target, kernel)
+            for i, result in zip(chosen, batch, strict=True):
+                results[i] = result
+    final = [r for r in results if r is not None]
+    if on_unresolved == "raise":
+        bad = [r for r in final if not r.margin_resolved]
+        if bad:
+            raise PrecisionError(
+                f"{len(bad)} of {len(final)} runs have a decode margin that {weights} weights "
+                f"cannot resolve (smallest {min(r.margin for r in bad):.3g}); "
+                "run with --weights fp32")
+    return final
 
 
 def _rollout_batch(
@@ -162,135 +441,177 @@ def _rollout_batch(
     words: list[tuple[str, ...]],
     reference: bool,
     dtype: torch.dtype,
+    weights: str,
     record: bool,
+    device: torch.device,
+    kernel: str,
 ) -> list[RunResult]:
     interface = model.interface
-    batch = len(words)
-    V = model.V.to(dtype)
-    Q = model.Q.to(dtype)
-    alphabet_index = {s: i for i, s in enumerate(interface.input_alphabet)}
-    lengths = torch.tensor([len(w) for w in words])
-    longest = int(lengths.max()) if batch else 0
-    symbols = torch.zeros(batch, longest + 1, dtype=torch.long)
-    for row, word in enumerate(words):
-        symbols[row, : len(word)] = torch.tensor([alphabet_index[s] for s in word],
-                                                 dtype=torch.long)
-    pointer = torch.zeros(batch, dtype=torch.long)
-    rows = torch.arange(batch)
+    batch, d = len(words), interface.d
+    V, Q = model.V.to(device), model.Q.to(device)
+    tokens = _Tokens(interface, words, device)
+    prepared = prepare(V, Q, weights)
+    decode = _Decode(interface, prepared.nonnegative, device)
 
-    state = RecurrentState.empty(batch, V, dtype)
-    history: list[torch.Tensor] = []  # tokens, for the reference form and recording
-    raw_outputs: list[torch.Tensor] = []
-    decoded_steps: list[dict[str, torch.Tensor]] = []
-    margin_steps: list[torch.Tensor] = []
-    resolved_steps: list[torch.Tensor] = []
-    active = torch.ones(batch, dtype=torch.bool)
-    alive_steps: list[torch.Tensor] = []  # which rows produced an answer at each step
-    decoded: dict[str, torch.Tensor] = {}
-
-    def advance(spec: TokenSpec, answer: bool) -> None:
-        nonlocal decoded
-        needs_input = _uses_input(spec)
-        if needs_input:
-            exhausted = pointer >= lengths
-            active.logical_and_(~exhausted)
-            symbol = symbols[rows, pointer.clamp(max=longest)]
-        else:
-            symbol = None
-        z = _build_tokens(interface, spec, batch, decoded, symbol, dtype)
-        if needs_input:
-            pointer.add_(active.long())
+    def stepper(V: torch.Tensor, Q: torch.Tensor):
         if reference:
-            history.append(z)
-            Z = torch.stack(history, dim=1)
-            y = mhla_reference(Z, V, Q, model.scale, model.normalise)[:, -1]
-        else:
-            y = recurrent_step(state, z, V, Q, model.scale, model.normalise, active)
-            if record:
-                history.append(z)
-        if record:
-            raw_outputs.append(y)
-        decoded, margins = _decode(interface, y)
-        resolved = margins > resolution(dtype, y.abs().max(dim=1).values)
-        if answer:
-            decoded_steps.append(decoded)
-            margin_steps.append(margins)
-            resolved_steps.append(resolved)
-            alive_steps.append(active.clone())
+            return _ReferenceStepper(V, Q, model, weights, dtype, tokens)
+        if kernel == "recurrent":
+            return _DenseStepper(V, Q, model, batch, weights, dtype, device, tokens, kernel)
+        return _SparseStepper(V, Q, model, batch, weights, dtype, device, kernel)
 
-    prompt = interface.prompt
-    for position, spec in enumerate(prompt):
-        advance(spec, answer=position == len(prompt) - 1)
-    steps = torch.zeros(batch, dtype=torch.long)
-    stopped_by = ["max_steps"] * batch
+    main = stepper(V, Q)
+    rounding = weight_rounding(weights)
+    # E = Σ|V| S |Q| z: needed only when low-precision weights have mixed signs.
+    bound = stepper(V.abs(), Q.abs()) if rounding and not prepared.nonnegative else None
+
+    active = torch.ones(batch, dtype=torch.bool, device=device)
+    halted = torch.zeros(batch, dtype=torch.bool, device=device)
+    pointer = 0
+    decoded: dict[str, torch.Tensor] | None = None
+    answers: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor,
+                        torch.Tensor | None]] = []
+    recorded_coords: list[torch.Tensor] = []
+    recorded_y: list[torch.Tensor] = []
+
+    def finish(y: torch.Tensor, e: torch.Tensor | None, answer: bool) -> None:
+        nonlocal decoded
+        indices, margin, magnitude = decode(y)
+        decoded = {name: indices[:, j] for j, name in enumerate(decode.names)}
+        if answer:
+            answers.append((indices, margin, magnitude, active,
+                            None if e is None else e.amax(dim=1)))
+
+    prompt = tokens.prompt
+    prefill = (
+        not reference and len(prompt) >= PREFILL_MIN and kernel != "recurrent"
+        and not any(plan.uses_output for plan in prompt)
+    )
+    if prefill:
+        columns, masks = [], []
+        for plan in prompt:
+            if plan.uses_input:
+                active = active & (tokens.lengths > pointer)
+            columns.append(tokens.coords(plan, None, pointer))
+            masks.append(active)
+            pointer += plan.uses_input
+        coords = torch.stack(columns, dim=1)  # (B, P, F)
+        keep = torch.stack(masks, dim=1)[..., None]
+        Z = tokens.dense(torch.where(keep, coords, d), prepared.compute)
+        Y = main.prefill(Z)
+        E = bound.prefill(Z) if bound is not None else None
+        if record:
+            recorded_coords.extend(coords.unbind(1))
+            recorded_y.extend(Y.unbind(1))
+        finish(Y[:, -1], None if E is None else E[:, -1], answer=True)
+    else:
+        for position, plan in enumerate(prompt):
+            if plan.uses_input:
+                active = active & (tokens.lengths > pointer)
+            coords = tokens.coords(plan, decoded, pointer)
+            update = torch.where(active[:, None], coords, d)
+            pointer += plan.uses_input
+            y = main.step(coords, update)
+            e = bound.step(coords, update) if bound is not None else None
+            if record:
+                recorded_coords.append(coords)
+                recorded_y.append(y)
+            finish(y, e, answer=position == len(prompt) - 1)
+
     halt_rules = [
         (name, interface.output_field(name).values.index(value))
         for name, value in interface.halt_on
     ]
     limit = interface.max_steps if interface.max_steps is not None else math.inf
+    feed = tokens.feed
+    if not (feed.uses_input or halt_rules or math.isfinite(limit)):
+        raise ValueError("the interface never stops: its feedback reads no input and it "
+                         "has neither a halting rule nor max_steps")
     step = 0
-    while bool(active.any()) and step < limit:
-        for name, index in halt_rules:
-            halted = active & (decoded[name] == index)
-            for row in torch.nonzero(halted).flatten().tolist():
-                stopped_by[row] = "halt"
-            active.logical_and_(~halted)
+    while step < limit:
+        if halt_rules and decoded is not None:
+            for name, index in halt_rules:
+                now = active & (decoded[name] == index)
+                halted = halted | now
+                active = active & ~now
         if not bool(active.any()):
             break
-        before = active.clone()
-        advance(interface.feed, answer=True)
-        newly_out = before & ~active
-        for row in torch.nonzero(newly_out).flatten().tolist():
-            stopped_by[row] = "input"
-        steps.add_(active.long())
+        if feed.uses_input:
+            active = active & (tokens.lengths > pointer)
+        coords = tokens.coords(feed, decoded, pointer)
+        update = torch.where(active[:, None], coords, d)
+        pointer += feed.uses_input
+        y = main.step(coords, update)
+        e = bound.step(coords, update) if bound is not None else None
+        if record:
+            recorded_coords.append(coords)
+            recorded_y.append(y)
+        finish(y, e, answer=True)
         step += 1
 
-    return _collect(interface, words, decoded_steps, margin_steps, resolved_steps,
-                    alive_steps, steps, stopped_by, history if record else None,
-                    raw_outputs if record else None, len(prompt))
+    return _collect(interface, words, answers, active, halted, dtype, weights, rounding,
+                    tokens, recorded_coords if record else None,
+                    recorded_y if record else None, len(prompt))
 
 
 def _collect(
     interface: Interface,
     words: list[tuple[str, ...]],
-    decoded_steps: list[dict[str, torch.Tensor]],
-    margin_steps: list[torch.Tensor],
-    resolved_steps: list[torch.Tensor],
-    alive_steps: list[torch.Tensor],
-    steps: torch.Tensor,
-    stopped_by: list[str],
-    history: list[torch.Tensor] | None,
-    raw_outputs: list[torch.Tensor] | None,
+    answers: list,
+    active: torch.Tensor,
+    halted: torch.Tensor,
+    dtype: torch.dtype,
+    weights: str,
+    rounding: float,
+    tokens: _Tokens,
+    recorded_coords: list[torch.Tensor] | None,
+    recorded_y: list[torch.Tensor] | None,
     prompt_length: int,
 ) -> list[RunResult]:
-    """Turn per-step batch tensors into one RunResult per input."""
-    alive = torch.stack(alive_steps, dim=1)  # (B, answers)
-    margins = torch.stack(margin_steps, dim=1).masked_fill(~alive, math.inf)
-    resolved = torch.stack(resolved_steps, dim=1) | ~alive
-    values = {
-        field.name: torch.stack([d[field.name] for d in decoded_steps], dim=1)
-        for field in interface.output_fields
-    }
-    tokens = torch.stack(history, dim=1) if history else None
-    outputs = torch.stack(raw_outputs, dim=1) if raw_outputs else None
+    """Turn per-step batch tensors into one RunResult per input (vectorised, then rows)."""
+    indices = torch.stack([a[0] for a in answers], dim=1).cpu()  # (B, answers, fields)
+    margins = torch.stack([a[1] for a in answers], dim=1).cpu()
+    magnitude = torch.stack([a[2] for a in answers], dim=1).cpu()
+    alive = torch.stack([a[3] for a in answers], dim=1).cpu()
+    threshold = resolution(dtype, magnitude)
+    if rounding:
+        bound = magnitude if answers[0][4] is None else torch.stack(
+            [a[4] for a in answers], dim=1).cpu()
+        threshold = threshold + 2.0 * rounding * bound
+    resolved = (margins > threshold) | ~alive
+    margins = margins.masked_fill(~alive, math.inf)
+    counts = alive.sum(dim=1)
+    steps = (counts - alive[:, 0].long()).tolist()
+    min_margin = margins.min(dim=1).values.tolist()
+    all_resolved = resolved.all(dim=1).tolist()
+    still_active, was_halted = active.cpu().tolist(), halted.cpu().tolist()
+    values = [np.array(field.values, dtype=object) for field in interface.output_fields]
+    index_rows = indices.numpy()
+    token_rows = output_rows = None
+    if recorded_coords is not None and recorded_y is not None:
+        coords = torch.stack(recorded_coords, dim=1)
+        token_rows = tokens.dense(coords, dtype).cpu().numpy()
+        output_rows = torch.stack(recorded_y, dim=1).to(dtype).cpu().numpy()
     results = []
     for row, word in enumerate(words):
-        count = int(alive[row].sum())
+        count = int(counts[row])
         decoded = {
-            field.name: tuple(field.values[i] for i in values[field.name][row, :count].tolist())
-            for field in interface.output_fields
+            field.name: tuple(values[j][index_rows[row, :count, j]].tolist())
+            for j, field in enumerate(interface.output_fields)
         }
+        stopped = "halt" if was_halted[row] else ("max_steps" if still_active[row]
+                                                  else "input")
         length = prompt_length - 1 + count
         results.append(
             RunResult(
                 input=word,
                 decoded=decoded,
-                margin=float(margins[row].min()),
-                margin_resolved=bool(resolved[row].all()),
+                margin=float(min_margin[row]),
+                margin_resolved=bool(all_resolved[row]),
                 steps=int(steps[row]),
-                stopped_by=stopped_by[row],
-                tokens=None if tokens is None else tokens[row, :length].numpy().copy(),
-                outputs=None if outputs is None else outputs[row, :length].numpy().copy(),
+                stopped_by=stopped,
+                tokens=None if token_rows is None else token_rows[row, :length].copy(),
+                outputs=None if output_rows is None else output_rows[row, :length].copy(),
             )
         )
     return results
