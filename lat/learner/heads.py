@@ -1,0 +1,193 @@
+"""From regression coefficients back to heads: Algorithm 1, steps 4–5 (PAPER_NOTES §2).
+
+The coefficients live on reduced features {j,k},l. They are lifted to the matrix
+W ∈ R^{(d_out·d) × (d·d)} with rows (a, j) = a·d + j and columns (k, l) = k·d + l, such that
+y_a = Σ W[(a,j),(k,l)] S[j,k] z[l]. A diagonal coefficient p[{j,j},l] goes to W[(a,j),(j,l)];
+an off-diagonal p[{j,k},l] is split evenly between W[(a,j),(k,l)] and W[(a,k),(j,l)] — the
+paper's minimum-norm choice. Then W = Σ_h vec(V_h) vec(Q_h)ᵀ with V_h = fold(√σ u),
+Q_h = fold(√σ v) from its SVD.
+
+W of a one-hot program is large (≈ 2,000 × 6,500 for a 20-state 4-symbol automaton) but
+very sparse and block-structured: its bipartite nonzero pattern (rows ↔ columns) splits
+into connected components, and the SVD of W is the union of the SVDs of those blocks. So
+only the blocks are ever made dense.
+
+Tolerances (relative, documented because they decide the head count):
+- ``ZERO_RTOL = 1e-12``: coefficients with |p| ≤ 1e-12·max|p| are round-off of exact zeros
+  (the solve's forward error is ε·κ ≈ 1e-16·κ with κ well below 1e4 on these data); left
+  in, they would glue unrelated blocks together. Dropping one changes an output by at most
+  1e-12·max|p|·|S[j,k] z[l]|.
+- ``RANK_RTOL = 1e-11``: singular values σ ≤ 1e-11·σ_max (over all blocks) are treated as
+  zero. Round-off in a block's SVD is ≈ n·ε·σ_max ≲ 1e-12·σ_max for the block sizes here;
+  a dropped direction changes an output by at most σ·‖S‖_F‖z‖.
+
+Head packing (our addition; PAPER_NOTES §7 q.9 says the paper gives no procedure for a
+small head count). Algorithm 1 returns rank(W) heads — the *sum* of the block ranks, often
+far more than the program needs (81 blocks of rank ≤ 22 for the automaton above). Two
+blocks' leading singular pairs can share one head when the cross terms this creates,
+u_b v_b′ᵀ and u_b′ v_bᵀ, only touch reduced features that never occur in the training data
+(off its *support*): those coefficients are unconstrained by the regression, so the packed
+model is still an exact empirical-risk minimiser, computes the same outputs on every
+training prefix and on every input the certificate covers (whose features lie in the
+span of the training features, inside the support). `recover_heads` packs only when it is
+given that support; the head count is then Σ over packs of the largest block rank.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from lat.learner.features import Coefficients, column_labels, feature_triples, n_features
+
+ZERO_RTOL = 1e-12
+RANK_RTOL = 1e-11
+
+__all__ = ["RANK_RTOL", "ZERO_RTOL", "head_coefficients", "lift", "recover_heads"]
+
+
+def lift(coefficients: Coefficients) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """W as COO (rows (a,j), cols (k,l), values), off-diagonal pairs split evenly."""
+    d = coefficients.d
+    values = np.asarray(coefficients.values, dtype=np.float64)
+    scale = float(np.abs(values).max()) if values.size else 0.0
+    if scale == 0.0:
+        empty = np.zeros(0, np.int64)
+        return empty, empty.copy(), np.zeros(0, np.float64)
+    which, a = np.nonzero(np.abs(values) > ZERO_RTOL * scale)
+    p = values[which, a]
+    j, k, l = feature_triples(d, coefficients.columns[which]).T
+    diagonal = j == k
+    rows = np.concatenate([a[diagonal] * d + j[diagonal],
+                           a[~diagonal] * d + j[~diagonal],
+                           a[~diagonal] * d + k[~diagonal]])
+    cols = np.concatenate([j[diagonal] * d + l[diagonal],
+                           k[~diagonal] * d + l[~diagonal],
+                           j[~diagonal] * d + l[~diagonal]])
+    vals = np.concatenate([p[diagonal], p[~diagonal] / 2, p[~diagonal] / 2])
+    return rows.astype(np.int64), cols.astype(np.int64), vals
+
+
+def recover_heads(
+    coefficients: Coefficients | np.ndarray,
+    d: int,
+    d_out: int,
+    *,
+    support: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Heads (V (H, d_out, d), Q (H, d, d)), float64, whose reduced coefficients are these.
+
+    `coefficients` is a `Coefficients` or a dense (F, d_out) array. Without `support` the
+    result has H = rank(W) heads (Algorithm 1). With `support` (sorted reduced columns that
+    occur in the training data) blocks are packed into shared heads as described in the
+    module docstring. A zero W gives one all-zero head (an artifact needs H ≥ 1).
+    """
+    if not isinstance(coefficients, Coefficients):
+        coefficients = Coefficients.from_dense(np.asarray(coefficients), d)
+    if coefficients.d != d or coefficients.d_out != d_out:
+        raise ValueError(
+            f"coefficients are for d={coefficients.d}, d_out={coefficients.d_out}, "
+            f"not d={d}, d_out={d_out}"
+        )
+    rows, cols, vals = lift(coefficients)
+    blocks = _block_svds(rows, cols, vals, d)
+    if not blocks:
+        return np.zeros((1, d_out, d)), np.zeros((1, d, d))
+    sigma_max = max(float(s[0]) for _, _, _, s, _ in blocks)
+    kept = []
+    for block_rows, block_cols, u, s, vt in blocks:
+        rank = int(np.count_nonzero(s > RANK_RTOL * sigma_max))
+        if rank:
+            root = np.sqrt(s[:rank])
+            kept.append((block_rows, block_cols, u[:, :rank] * root, vt[:rank].T * root))
+    if not kept:
+        return np.zeros((1, d_out, d)), np.zeros((1, d, d))
+    packs = _pack(kept, d, support) if support is not None else [[i] for i in range(len(kept))]
+    heads = sum(max(kept[i][2].shape[1] for i in pack) for pack in packs)
+    V = np.zeros((heads, d_out * d), dtype=np.float64)
+    Q = np.zeros((heads, d * d), dtype=np.float64)
+    first = 0
+    for pack in packs:
+        for i in pack:
+            block_rows, block_cols, left, right = kept[i]
+            rank = left.shape[1]
+            V[first : first + rank, block_rows] = left.T
+            Q[first : first + rank, block_cols] = right.T
+        first += max(kept[i][2].shape[1] for i in pack)
+    return V.reshape(heads, d_out, d), Q.reshape(heads, d, d)
+
+
+def _block_svds(rows: np.ndarray, cols: np.ndarray, vals: np.ndarray, d: int) -> list:
+    """SVD of every connected block of W: (rows, cols, U, σ, Vᵀ) per block, σ descending."""
+    if vals.size == 0:
+        return []
+    labels = column_labels(rows, cols, d * d)[cols]  # one component per entry
+    order = np.argsort(labels, kind="stable")
+    labels, rows, cols, vals = labels[order], rows[order], cols[order], vals[order]
+    bounds = np.flatnonzero(np.r_[True, labels[1:] != labels[:-1], True])
+    out = []
+    for start, stop in zip(bounds[:-1], bounds[1:], strict=True):
+        block_rows, r = np.unique(rows[start:stop], return_inverse=True)
+        block_cols, c = np.unique(cols[start:stop], return_inverse=True)
+        dense = np.zeros((block_rows.size, block_cols.size), dtype=np.float64)
+        np.add.at(dense, (r, c), vals[start:stop])  # a pair entry may receive two halves
+        u, s, vt = np.linalg.svd(dense, full_matrices=False)
+        out.append((block_rows, block_cols, u, s, vt))
+    return out
+
+
+def _pack(kept: list, d: int, support: np.ndarray) -> list[list[int]]:
+    """Greedy first-fit packing of blocks into shared heads (largest rank first).
+
+    A block joins a pack when every cross term with the pack's members lands on a reduced
+    feature outside `support`: entry ((a,j),(k,l)) of W multiplies feature {j,k},l.
+    """
+    support = np.asarray(support, dtype=np.int64)
+    order = sorted(range(len(kept)), key=lambda i: -kept[i][2].shape[1])
+    packs: list[list[int]] = []
+    pack_j: list[np.ndarray] = []  # value-side coordinates j of each pack's rows
+    pack_cols: list[np.ndarray] = []  # query-side columns (k, l) of each pack
+    for i in order:
+        block_rows, block_cols = kept[i][0], kept[i][1]
+        js = np.unique(block_rows % d)
+        for p in range(len(packs)):
+            if _disjoint_cross(js, pack_cols[p], d, support) and _disjoint_cross(
+                pack_j[p], block_cols, d, support
+            ):
+                packs[p].append(i)
+                pack_j[p] = np.union1d(pack_j[p], js)
+                pack_cols[p] = np.union1d(pack_cols[p], block_cols)
+                break
+        else:
+            packs.append([i])
+            pack_j.append(js)
+            pack_cols.append(block_cols)
+    return packs
+
+
+def _disjoint_cross(js: np.ndarray, cols: np.ndarray, d: int, support: np.ndarray) -> bool:
+    """True when no feature {j,k},l with j in js and (k,l) in cols is in the support."""
+    if support.size == 0:
+        return True
+    k, l = np.divmod(cols, d)
+    lo = np.minimum(js[:, None], k[None, :])
+    hi = np.maximum(js[:, None], k[None, :])
+    features = ((lo * d - (lo * (lo - 1)) // 2 + (hi - lo)) * d + l[None, :]).ravel()
+    position = np.minimum(np.searchsorted(support, features), support.size - 1)
+    return not bool(np.any(support[position] == features))
+
+
+def head_coefficients(V: np.ndarray, Q: np.ndarray) -> np.ndarray:
+    """The map p(Θ) of Corollary A.4: dense (F, d_out) reduced coefficients of heads V, Q.
+
+    Two head sets compute the same function exactly when these coefficients agree.
+    Memory is O(d_out·d³): for small and moderate d (tests, diagnostics).
+    """
+    V = np.asarray(V, dtype=np.float64)
+    Q = np.asarray(Q, dtype=np.float64)
+    d_out, d = V.shape[1], V.shape[2]
+    W = np.einsum("haj,hkl->ajkl", V, Q)
+    j, k, l = feature_triples(d).T
+    p = W[:, j, k, l] + np.where(j != k, W[:, k, j, l], 0.0)
+    out = p.T.copy()
+    assert out.shape == (n_features(d), d_out)
+    return out

@@ -1,0 +1,367 @@
+"""Algorithm 1's regression, exact in float64, at the sizes one-hot programs produce.
+
+Every prefix z_1..z_t of every recorded sequence is one sample: its sparse reduced features
+(features.py) and its recorded output y_t. The fit is ordinary least squares with the
+minimum-norm solution, computed in three steps that exploit the structure of the data:
+
+1. **Support.** Only feature columns that are nonzero in some sample can carry information;
+   all other coefficients are set to 0 (the minimum-norm choice). `features_used` counts
+   the support, `features_total` = d²(d+1)/2.
+2. **Components.** Two support columns are linked when one sample has both nonzero. The
+   connected components partition the columns and the samples (each sample lies in one
+   component, or none when all its features are zero), and the Gram XᵀX is block-diagonal
+   over them — e.g. for one-hot tokens the current token's coordinate l separates blocks.
+   The regression splits into one small independent problem per block.
+3. **Per block** the Gram G_b = X_bᵀX_b and X_bᵀY_b are accumulated in float64 from dense
+   row batches of at most `BATCH_ENTRIES` numbers (the full design matrix never exists
+   densely), and Λ_b = G_b/N is diagonalised with `eigh`. When a block has fewer samples
+   than columns the same eigenpairs come from the N_b×N_b kernel X_bX_bᵀ instead (the
+   dual, DESIGN §6). The eigen-decomposition is kept for the certificate.
+
+Eigenvalue cut-off (decides the rank of every block, hence the minimum-norm solution and
+the span used by the certificate): an eigenvalue λ of Λ_b counts as zero when
+
+    λ ≤ λ_max(Λ_b) · max(EIG_RTOL, 64 · n_b · ε),    EIG_RTOL = 1e-11, ε = 2.2e-16.
+
+`eigh` computes eigenvalues with absolute error O(n_b·ε·λ_max), and forming G_b in float64
+adds O(ε·λ_max) per entry and batch: exactly singular directions come out within ~1e-14 of
+zero relative to λ_max, so the floor 1e-11 leaves three decades of margin. In singular-value
+terms it drops directions of X_b with σ below ≈ 3e-6·σ_max, where least squares would
+amplify round-off in y by more than 3e5 anyway. Erring on the large side is the safe side
+for the certificate: a smaller span can only make coverage harder to claim.
+
+The kept eigenpairs give w_b = U_r diag(1/λ_r) U_rᵀ (X_bᵀY_b/N), followed by one step of
+iterative refinement against the accumulated Gram.
+
+The fit then recovers heads (heads.py) and reports `train_max_abs_error` from those heads
+— the MHLA outputs of the learned V, Q on every training prefix, in float64 — so that any
+loss in head recovery shows up in the number a user reads.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from lat.learner.features import Coefficients, column_labels, n_features, prefix_features
+from lat.learner.heads import recover_heads
+
+EIG_RTOL = 1e-11
+BATCH_ENTRIES = 1 << 22  # dense numbers per row batch of one block (32 MiB of float64)
+DENSE_LIMIT = 1 << 27  # largest dense array of one block (numbers), primal or dual
+
+Progress = Callable[[str, int, int], None]
+
+__all__ = ["EIG_RTOL", "Block", "Fit", "fit", "mhla_outputs", "row_batches", "sequence_pairs"]
+
+
+@dataclass(frozen=True)
+class Block:
+    """One connected component of the feature columns and its piece of Λ_D = XᵀX/N.
+
+    `columns` are global reduced-feature columns (sorted); `eigenvalues` are all n_b
+    eigenvalues of Λ_b (ascending, as computed: values at or below `cutoff` are numerical
+    zeros and may be slightly negative); `basis` (n_b, r) holds the orthonormal eigenvectors
+    whose eigenvalue is above `cutoff` — the span of the block's training features.
+    """
+
+    columns: np.ndarray
+    eigenvalues: np.ndarray
+    basis: np.ndarray
+    cutoff: float
+    samples: int
+    dual: bool = False
+
+    @property
+    def rank(self) -> int:
+        return int(self.basis.shape[1])
+
+    @property
+    def kept_eigenvalues(self) -> np.ndarray:
+        return self.eigenvalues[self.eigenvalues > self.cutoff]
+
+
+@dataclass(frozen=True)
+class Fit:
+    """Result of the regression and head recovery on one training set."""
+
+    d: int
+    d_out: int
+    samples: int  # N, regression pairs (prefix, output)
+    sequences: int
+    features_total: int
+    features_used: int
+    coefficients: Coefficients  # on the support, (features_used, d_out)
+    blocks: tuple[Block, ...]
+    support_block: np.ndarray  # block index of every support column
+    support_position: np.ndarray  # position of every support column inside its block
+    V: np.ndarray  # (H, d_out, d) float64
+    Q: np.ndarray  # (H, d, d) float64
+    train_max_abs_error: float  # learned heads vs recorded outputs, all training prefixes
+    coefficient_max_abs_error: float  # the same from the coefficients, before heads
+    output_scale: float  # max |y| over the training samples
+    featureless_samples: int  # samples whose features are all zero (predicted 0)
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def heads(self) -> int:
+        return int(self.V.shape[0])
+
+    @property
+    def support(self) -> np.ndarray:
+        return self.coefficients.columns
+
+
+def sequence_pairs(data: object) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(tokens (T,d), outputs (T,d_out)) pairs from a Traces object or a sequence of pairs."""
+    if hasattr(data, "tokens") and hasattr(data, "outputs"):
+        pairs = list(zip(data.tokens, data.outputs, strict=True))
+    else:
+        pairs = [(tokens, outputs) for tokens, outputs in data]
+    out = []
+    for tokens, outputs in pairs:
+        tokens = np.asarray(tokens, dtype=np.float64)
+        outputs = np.asarray(outputs, dtype=np.float64)
+        if tokens.ndim != 2 or outputs.ndim != 2 or tokens.shape[0] != outputs.shape[0]:
+            raise ValueError(
+                f"a sequence needs tokens (T, d) and outputs (T, d_out) of equal T; got "
+                f"{tokens.shape} and {outputs.shape}"
+            )
+        out.append((tokens, outputs))
+    return out
+
+
+def fit(
+    data: object,
+    *,
+    pack_heads: bool = True,
+    progress: Progress | None = None,
+) -> Fit:
+    """Least-squares fit of an MHLA to every prefix of every sequence, then heads.
+
+    `data` is a `Traces` or a sequence of (tokens (T, d), outputs (T, d_out)) pairs.
+    `pack_heads` lets head recovery share heads between blocks where that only changes
+    coefficients off the training support (heads.py); False gives Algorithm 1's rank(W).
+    """
+    seconds: dict[str, float] = {}
+    clock = time.perf_counter()
+    pairs = sequence_pairs(data)
+    if not pairs or sum(t.shape[0] for t, _ in pairs) == 0:
+        raise ValueError("no training samples: every sequence is empty")
+    d = pairs[0][0].shape[1]
+    d_out = pairs[0][1].shape[1]
+    for tokens, outputs in pairs:
+        if tokens.shape[1] != d or outputs.shape[1] != d_out:
+            raise ValueError("all sequences must share token width d and output width d_out")
+
+    rows, cols, vals = _stack_features([t for t, _ in pairs], progress)
+    Y = np.concatenate([o for _, o in pairs], axis=0)
+    N = Y.shape[0]
+    seconds["features"] = time.perf_counter() - clock
+
+    clock = time.perf_counter()
+    support, local = np.unique(cols, return_inverse=True)
+    labels = column_labels(rows, local, support.size)
+    n_blocks = int(labels.max()) + 1 if labels.size else 0
+    col_order = np.argsort(labels, kind="stable")
+    col_bounds = np.searchsorted(labels[col_order], np.arange(n_blocks + 1))
+    support_position = np.empty(support.size, dtype=np.int64)
+    support_position[col_order] = np.arange(support.size) - np.repeat(
+        col_bounds[:-1], np.diff(col_bounds)
+    )
+    entry_block = labels[local]
+    order = np.lexsort((rows, entry_block))
+    entry_bounds = np.searchsorted(entry_block[order], np.arange(n_blocks + 1))
+    seconds["components"] = time.perf_counter() - clock
+
+    clock = time.perf_counter()
+    values = np.zeros((support.size, d_out), dtype=np.float64)
+    predicted = np.zeros((N, d_out), dtype=np.float64)
+    blocks = []
+    for b in range(n_blocks):
+        take = order[entry_bounds[b] : entry_bounds[b + 1]]
+        block_columns = col_order[col_bounds[b] : col_bounds[b + 1]]
+        block, w, fitted_rows, fitted = _solve_block(
+            rows[take], support_position[local[take]], vals[take], support[block_columns], Y, N
+        )
+        blocks.append(block)
+        values[block_columns] = w
+        predicted[fitted_rows] = fitted
+        if progress is not None and (b % 64 == 0 or b == n_blocks - 1):
+            progress("solve", b + 1, n_blocks)
+    coefficients = Coefficients(d, d_out, support, values)
+    featured = np.zeros(N, dtype=bool)
+    featured[rows] = True
+    seconds["solve"] = time.perf_counter() - clock
+
+    clock = time.perf_counter()
+    V, Q = recover_heads(coefficients, d, d_out, support=support if pack_heads else None)
+    seconds["heads"] = time.perf_counter() - clock
+
+    clock = time.perf_counter()
+    learned = mhla_outputs(V, Q, [t for t, _ in pairs])
+    train_error = max(
+        (float(np.abs(p - o).max()) for p, (_, o) in zip(learned, pairs, strict=True)
+         if o.size),
+        default=0.0,
+    )
+    seconds["train_check"] = time.perf_counter() - clock
+
+    return Fit(
+        d=d,
+        d_out=d_out,
+        samples=N,
+        sequences=len(pairs),
+        features_total=n_features(d),
+        features_used=int(support.size),
+        coefficients=coefficients,
+        blocks=tuple(blocks),
+        support_block=labels,
+        support_position=support_position,
+        V=V,
+        Q=Q,
+        train_max_abs_error=train_error,
+        coefficient_max_abs_error=float(np.abs(predicted - Y).max()) if Y.size else 0.0,
+        output_scale=float(np.abs(Y).max()) if Y.size else 0.0,
+        featureless_samples=int(N - np.count_nonzero(featured)),
+        seconds=seconds,
+    )
+
+
+def _stack_features(
+    sequences: Sequence[np.ndarray], progress: Progress | None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """COO features of all prefixes of all sequences, rows numbered globally."""
+    rows, cols, vals = [], [], []
+    offset = 0
+    every = max(1, len(sequences) // 20)
+    for i, tokens in enumerate(sequences):
+        r, c, v = prefix_features(tokens)
+        rows.append(r + offset)
+        cols.append(c)
+        vals.append(v)
+        offset += tokens.shape[0]
+        if progress is not None and (i % every == 0 or i == len(sequences) - 1):
+            progress("features", i + 1, len(sequences))
+    return np.concatenate(rows), np.concatenate(cols), np.concatenate(vals)
+
+
+def cutoff_for(eigenvalues: np.ndarray) -> float:
+    """Eigenvalues of one block at or below this are numerical zeros (see module doc)."""
+    top = float(eigenvalues.max()) if eigenvalues.size else 0.0
+    n = eigenvalues.size
+    return max(top, 0.0) * max(EIG_RTOL, 64.0 * n * np.finfo(np.float64).eps)
+
+
+def _solve_block(
+    rows: np.ndarray, cols: np.ndarray, vals: np.ndarray, columns: np.ndarray, Y: np.ndarray,
+    N: int,
+) -> tuple[Block, np.ndarray, np.ndarray, np.ndarray]:
+    """Min-norm least squares on one block: entries (global sample row, position in the
+    block, value) sorted by row; `columns` the block's global feature columns. Returns the
+    Block, its coefficients (n, d_out), its sample rows and their fitted outputs."""
+    n = columns.size
+    starts = np.flatnonzero(np.r_[True, rows[1:] != rows[:-1]])
+    sample_rows = rows[starts]
+    m = sample_rows.size
+    local_row = np.repeat(np.arange(m), np.diff(np.r_[starts, rows.size]))
+    if n * min(m, n) > DENSE_LIMIT:  # primal Gram n², or dual X and basis n·m
+        raise ValueError(
+            f"a connected block of {n} features over {m} samples is too large to solve "
+            f"densely ({n}·{min(m, n)} > {DENSE_LIMIT} numbers); use fewer or shorter traces"
+        )
+    Yb = Y[sample_rows]
+    if m < n:  # dual: the m×m kernel has the same nonzero eigenvalues
+        X = np.zeros((m, n), dtype=np.float64)
+        X[local_row, cols] = vals
+        K = (X @ X.T) / N
+        lam, A = np.linalg.eigh(K)
+        cutoff = cutoff_for(lam)
+        keep = lam > cutoff
+        lam_r, A_r = lam[keep], A[:, keep]
+        right = (X.T @ A_r) / np.sqrt(N * lam_r)  # right singular vectors of X
+        w = right @ ((A_r.T @ Yb) / np.sqrt(N * lam_r)[:, None])  # Xᵀ (XXᵀ)⁺ y
+        # Xᵀa/σ is orthonormal only up to ε·λ_max/λ; re-orthonormalise the same span so the
+        # certificate's projections are accurate to round-off.
+        basis, _ = np.linalg.qr(right)
+        eigenvalues = np.concatenate([np.zeros(n - m), lam])
+        return Block(columns, eigenvalues, basis, cutoff, m, True), w, sample_rows, X @ w
+
+    G = np.zeros((n, n), dtype=np.float64)
+    XtY = np.zeros((n, Y.shape[1]), dtype=np.float64)
+    for first, X in row_batches(local_row, cols, vals, m, n):
+        G += X.T @ X
+        XtY += X.T @ Yb[first : first + X.shape[0]]
+    G /= N
+    XtY /= N
+    lam, U = np.linalg.eigh(G)
+    cutoff = cutoff_for(lam)
+    keep = lam > cutoff
+    lam_r, U_r = lam[keep], U[:, keep]
+
+    def pinv(rhs: np.ndarray) -> np.ndarray:
+        return U_r @ ((U_r.T @ rhs) / lam_r[:, None])
+
+    w = pinv(XtY)
+    w += pinv(XtY - G @ w)  # one step of iterative refinement
+    fitted = np.zeros((m, Y.shape[1]), dtype=np.float64)
+    for first, X in row_batches(local_row, cols, vals, m, n):  # second pass: X w
+        fitted[first : first + X.shape[0]] = X @ w
+    return Block(columns, lam, U_r, cutoff, m, False), w, sample_rows, fitted
+
+
+def row_batches(
+    local_row: np.ndarray, cols: np.ndarray, vals: np.ndarray, m: int, n: int
+) -> Iterator[tuple[int, np.ndarray]]:
+    """Dense row batches (first row, X) of a block of m rows × n columns, entries sorted by
+    row, each batch at most BATCH_ENTRIES numbers."""
+    batch = max(1, BATCH_ENTRIES // max(n, 1))
+    for first in range(0, m, batch):
+        last = min(first + batch, m)
+        lo, hi = np.searchsorted(local_row, [first, last])
+        X = np.zeros((last - first, n), dtype=np.float64)
+        X[local_row[lo:hi] - first, cols[lo:hi]] = vals[lo:hi]
+        yield first, X
+
+
+def mhla_outputs(
+    V: np.ndarray, Q: np.ndarray, sequences: Sequence[np.ndarray], budget: int = 1 << 23
+) -> list[np.ndarray]:
+    """Outputs (T, d_out) of heads V, Q on every sequence: float64, scale 1, no normalising.
+
+    The masked (parallel) form of the definition, y_t = Σ_h Σ_{s≤t} (z_sᵀ Q_h z_t) V_h z_s,
+    written out here in float64 rather than taken from the runtime's kernels, whose fast
+    paths are tuned for fp32 execution. Sequences are sorted by length and run in
+    zero-padded batches (padding at the end cannot change earlier outputs: the model is
+    causal); heads are processed in groups so that one score tensor stays within `budget`.
+    """
+    Vt = torch.from_numpy(np.ascontiguousarray(V, dtype=np.float64))
+    Qt = torch.from_numpy(np.ascontiguousarray(Q, dtype=np.float64))
+    H, d_out, d = Vt.shape
+    lengths = np.array([s.shape[0] for s in sequences], dtype=np.int64)
+    order = np.argsort(-lengths, kind="stable")
+    out: list[np.ndarray] = [np.zeros((0, d_out))] * len(sequences)
+    i = 0
+    while i < len(order) and lengths[order[i]] > 0:
+        T = int(lengths[order[i]])
+        count = max(1, budget // (T * (T + d + d_out)))
+        chosen = order[i : i + count]
+        Z = torch.zeros(chosen.size, T, d, dtype=torch.float64)
+        for row, j in enumerate(chosen):
+            Z[row, : lengths[j]] = torch.from_numpy(np.asarray(sequences[j], np.float64))
+        mask = torch.ones(T, T, dtype=torch.bool).tril()
+        Y = torch.zeros(chosen.size, T, d_out, dtype=torch.float64)
+        group = max(1, budget // max(chosen.size * T * (T + d + d_out), 1))
+        for h in range(0, H, group):
+            queries = torch.einsum("hkl,btl->bhtk", Qt[h : h + group], Z)  # Q_h z_t
+            scores = torch.einsum("bsk,bhtk->bhts", Z, queries).masked_fill(~mask, 0.0)
+            values = torch.einsum("hij,bsj->bhsi", Vt[h : h + group], Z)  # V_h z_s
+            Y += torch.einsum("bhts,bhsi->bti", scores, values)
+        for row, j in enumerate(chosen):
+            out[j] = Y[row, : lengths[j]].numpy().copy()
+        i += chosen.size
+    return out
