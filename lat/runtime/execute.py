@@ -55,6 +55,7 @@ STATE_BUDGET = 1 << 25
 DTYPES = {"fp32": torch.float32, "fp64": torch.float64}
 WEIGHT_FORMATS = ("fp32", "bf16", "fp16", "fp64")
 PREFILL_MIN = 16  # prompts at least this long (and free of feedback) are prefilled
+GPU_MIN_STATE = 1 << 22  # "auto" runs a batch on CUDA only above this many state floats
 _INVALID = -(1 << 40)  # a table entry for "value not in this field": pushes coords < 0
 
 
@@ -385,7 +386,7 @@ def rollout(
     record: bool = False,
     batch_size: int | None = None,
     weights: str | None = None,
-    device: str | torch.device = "cpu",
+    device: str | torch.device = "auto",
     kernel: str = "auto",
     on_unresolved: str = "flag",
 ) -> list[RunResult]:
@@ -393,9 +394,11 @@ def rollout(
 
     dtype: state/accumulation format ("fp32", or "fp64" for float64 traces).
     weights: weight format "fp32" | "bf16" | "fp16" (default: the state format).
-    device: "cpu" | "cuda" | "auto". kernel: "auto" (coordinate decoder, chunked prefill
-    of long prompts), "recurrent" (dense steps), "parallel"/"chunked"/"fla" (prefill
-    form), "reference" (= reference=True: the loop definition at every step, slow).
+    device: "cpu" | "cuda" | "auto" (CUDA when present and the batch's decode state is
+    big enough to pay for kernel launches, `GPU_MIN_STATE` floats; else CPU).
+    kernel: "auto" (coordinate decoder, chunked prefill of long prompts), "recurrent"
+    (dense steps), "parallel"/"chunked"/"fla" (the prefill form), "reference"
+    (= reference=True: the loop definition at every step, slow).
     on_unresolved: "flag" (margin_resolved=False) or "raise" (PrecisionError).
     """
     if dtype not in DTYPES:
@@ -406,14 +409,16 @@ def rollout(
         raise ValueError("on_unresolved is 'flag' or 'raise'")
     weights = weights or dtype
     check_weights(model, weights)
-    target = resolve_device(device)
     interface = model.interface
     words = [tuple(w) for w in inputs]
     for word in words:
         interface.check_word(word)
+    per_row = (model.d + 1) * model.d_out
     if batch_size is None:
-        per_row = (model.d + 1) * model.d_out
         batch_size = max(1, min(4096, STATE_BUDGET // max(per_row, 1)))
+    target = resolve_device(device)
+    if device == "auto" and min(batch_size, len(words)) * per_row < GPU_MIN_STATE:
+        target = torch.device("cpu")  # a few small steps: launches would dominate
     # Similar lengths share a batch: fewer steps spent on finished rows.
     order = sorted(range(len(words)), key=lambda i: -len(words[i]))
     results: list[RunResult | None] = [None] * len(words)

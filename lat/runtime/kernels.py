@@ -34,8 +34,10 @@ builds — so that a decode step touches only the state rows those coordinates n
 
 Number formats. The state is accumulated in fp32 always (fp64 when the weights are
 fp64). Weights may be fp32, bf16 or fp16: prefill matmuls then run in that format with
-fp32 accumulation (the state enters them rounded to the format, it is never *stored*
-rounded); decode steps use the rounded weights in fp32 arithmetic. Whether a program's
+fp32 accumulation — tokens and the state enter them rounded to the format (exact for
+the binary tokens every Interface builds; the state is never *stored* rounded, so
+counts do not saturate over long sequences); decode steps use the rounded weights in
+fp32 arithmetic. Whether a program's
 decode margin survives the rounding is checked by the caller (`execute.rollout`).
 """
 
@@ -385,7 +387,12 @@ def _chunked_core(
     H, d_out, cd, sd = p.H, p.d_out, p.compute, p.state
     Y = torch.empty(B, T, d_out, dtype=sd, device=Z.device)
     mask = _causal_mask(C, H, cd, Z.device)
-    for t0 in range(0, T, L):
+    # The states before each chunk of a block, in two buffers used in turn: slot 0 of the
+    # next block's buffer receives the running S, so nothing is copied between blocks.
+    N_max = min(L, T) // C
+    buffers = [torch.empty(B, N_max, d, d, dtype=sd, device=Z.device) for _ in range(2)]
+    buffers[0][:, 0] = S
+    for i, t0 in enumerate(range(0, T, L)):
         Lb = min(L, T - t0)
         N = Lb // C
         Zb = Z[:, t0 : t0 + Lb].contiguous().view(B * N, C, d)  # this block's chunks
@@ -394,16 +401,17 @@ def _chunked_core(
         A.mul_(mask)  # causal inside the chunk
         Zs = Zb if cd == sd else Zb.to(sd)
         G = torch.bmm(Zs.transpose(1, 2), Zs).view(B, N, d, d)  # each chunk's Σ z zᵀ
-        if N == 1:
-            S_prev = S[:, None]
-            S = S + G[:, 0]
-        else:
-            running = G.cumsum(dim=1).add_(S[:, None])
-            S_prev = torch.cat([S[:, None], running[:, :-1]], dim=1)
-            S = running[:, -1]
-        U = torch.bmm(P, S_prev.reshape(B * N, d, d).to(cd))  # S_prev Q_h z_t (S symmetric)
+        # Exclusive prefix sums over the block's chunks: a few (B, d, d) adds (a cumsum
+        # along a strided dimension costs more than the matmuls around it).
+        S_prev, following = buffers[i % 2][:, :N], buffers[(i + 1) % 2]
+        for n in range(1, N):
+            torch.add(S_prev[:, n - 1], G[:, n - 1], out=S_prev[:, n])
+        torch.add(S_prev[:, N - 1], G[:, N - 1], out=following[:, 0])
+        operand = S_prev.contiguous() if N_max > N else S_prev  # a short last block
+        U = torch.bmm(P, operand.view(B * N, d, d).to(cd))  # S_prev Q_h z_t (S symmetric)
         U.baddbmm_(A, Zb)  # + Σ_{s≤t} z_s (z_sᵀ Q_h z_t)
         Y[:, t0 : t0 + Lb] = torch.matmul(U.view(B, Lb, H * p.d), p.Wt_c)  # Σ_h V_h u^h
+    S = buffers[len(range(0, T, L)) % 2][:, 0].clone()
     return Y, S
 
 
