@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
 from lat.runtime.interface import Interface, OutputField, TokenField
@@ -87,3 +89,60 @@ def long_prompt(prefix: int = 20) -> CompiledModel:
     )
     V = torch.cat([torch.zeros(1, base.d_out, 1), base.V], dim=2)
     return CompiledModel(V, torch.eye(interface.d)[None], interface)
+
+
+@dataclass(frozen=True)
+class EmbeddingField:
+    """A token field whose values embed as dense vectors (kind "embedding"), duck-typed
+    so the runtime is tested against the shape of the field, not one Interface version."""
+
+    name: str
+    kind: str
+    values: tuple[str, ...]
+    values2: tuple[str, ...] = ()
+    vectors: tuple[tuple[float, ...], ...] = ()
+
+    @property
+    def width(self) -> int:
+        return len(self.vectors[0])
+
+
+@dataclass(frozen=True)
+class InterfaceWithOther(Interface):
+    """An Interface whose unknown input symbols take the value `input_other`."""
+
+    input_other: str | None = None
+
+    def check_word(self, symbols) -> None:  # every key is accepted: unknown ones → other
+        return None
+
+
+def embedded_memory() -> CompiledModel:
+    """A 3-key memory with signed, non-orthogonal key vectors in R^3 and an `other` slot:
+    y = V u_q = Σ_k ⟨u_k, u_q⟩ e_value(k). Dense, mixed-sign tokens; empty feedback."""
+    keys = ("k0", "k1", "k2", "<other>")
+    vectors = ((1.0, 0.0, 0.0), (0.0, 1.0, 0.0), (0.0, 0.0, 1.0), (-0.6, 0.0, -0.8))
+    value_of = (0, 1, 0, 1)  # k0 → x, k1 → y, k2 → x, other → y
+    interface = InterfaceWithOther(
+        kind="memory", program="embedded", input_alphabet=keys[:3],
+        token_fields=(EmbeddingField("key", "embedding", keys, vectors=vectors),),
+        output_fields=(OutputField("value", ("x", "y")),),
+        prompt=({"key": ("input",)},), feed={}, result_field="value", max_steps=0,
+        input_other="<other>",
+    )
+    V = torch.zeros(1, 2, 3)
+    for vector, value in zip(vectors, value_of, strict=True):
+        V[0, value] += torch.tensor(vector)
+    return CompiledModel(V, torch.eye(3)[None], interface)
+
+
+def cancelling_heads(weight: float = 100.0) -> CompiledModel:
+    """mod3_counter split over two heads that cancel: V_1 = V + wM, V_2 = -wM (Q = I).
+
+    Exact arithmetic computes the same outputs; rounded to bf16, V_1 loses V's detail
+    (error ~ u·w) while |y| stays small — only the Σ|V| S |Q| z bound sees it."""
+    model = mod3_counter()
+    M = torch.rand(1, model.d_out, model.d, generator=torch.Generator().manual_seed(0))
+    V = torch.cat([model.V + weight * M, -weight * M])
+    Q = torch.eye(model.d)[None].repeat(2, 1, 1)
+    return CompiledModel(V, Q, model.interface)

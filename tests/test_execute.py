@@ -13,7 +13,15 @@ from lat.runtime.errors import InputError, PrecisionError
 from lat.runtime.execute import rollout, run
 from lat.runtime.interface import Interface, OutputField, TokenField
 from lat.runtime.model import CompiledModel
-from tests.runtime_fixtures import countdown, long_prompt, mixed_signs, mod3_counter, near_tie
+from tests.runtime_fixtures import (
+    cancelling_heads,
+    countdown,
+    embedded_memory,
+    long_prompt,
+    mixed_signs,
+    mod3_counter,
+    near_tie,
+)
 
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
@@ -215,6 +223,36 @@ def test_results_stay_in_input_order_when_batches_are_sorted():
     results = rollout(model, words, batch_size=2)
     assert [r.input for r in results] == words
     assert [r.steps for r in results] == [3, 0, 7, 1, 5]
+
+
+def test_cancelling_heads_are_judged_by_their_absolute_terms():
+    """|y| is small but Σ|V| S |Q| z is not: bf16's rounding of the big weights could move
+    the outputs by more than the margin, so the run is flagged; fp32 and fp16 resolve it."""
+    words = [tuple("aab"), tuple("babba")]
+    model = cancelling_heads()
+    exact = rollout(model, words, reference=True)
+    assert [r.decoded["state"] for r in exact] == [expected_mod3(w) for w in words]
+    for kernel in ("auto", "recurrent"):
+        same_runs(rollout(model, words, kernel=kernel), exact, margin_rel=1e-4)
+        assert all(r.margin_resolved for r in rollout(model, words, weights="fp16",
+                                                      kernel=kernel))
+        assert not any(r.margin_resolved for r in rollout(model, words, weights="bf16",
+                                                          kernel=kernel))
+
+
+def test_dense_signed_token_embeddings_and_an_other_slot():
+    """Tokens that are not binary (an `embedding` field) run through dense steps, with
+    |z| in the bound; unknown keys take `input_other`; an empty feedback spec is fine."""
+    model = embedded_memory()
+    words = [("k0",), ("k1",), ("k2",), ("unknown",)]
+    slow = rollout(model, words, reference=True)
+    assert [r.value("value") for r in slow] == ["x", "y", "x", "y"]
+    for options in ({}, {"kernel": "recurrent"}, {"weights": "fp16"}):
+        fast = rollout(model, words, **options)
+        assert [r.value("value") for r in fast] == ["x", "y", "x", "y"]
+        assert all(r.margin_resolved for r in fast)
+    recorded = rollout(model, [("k1",)], record=True, dtype="fp64")[0]
+    assert recorded.tokens.tolist() == [[0.0, 1.0, 0.0]]
 
 
 @needs_cuda

@@ -46,7 +46,7 @@ from lat.runtime.kernels import (
     mhla,
     mhla_reference,
     prepare,
-    recurrent_step,
+    step_prepared,
 )
 from lat.runtime.model import CompiledModel
 
@@ -127,10 +127,10 @@ def check_weights(model: CompiledModel, weights: str) -> None:
 
 @dataclass
 class _FieldPlan:
-    """One token field's coordinate: table_a[index_a] (+ table_b[index_b])."""
+    """One token field's code: table_a[index_a] (+ table_b[index_b] for a product)."""
 
     sources: list[tuple[str, str | None, torch.Tensor]]  # (kind, output name, table)
-    const: int | None = None  # a const field: a fixed coordinate
+    const: int | None = None  # a const field: a fixed code
 
 
 @dataclass
@@ -150,69 +150,95 @@ def _value_table(values: tuple[str, ...], source_values: tuple[str, ...], scale:
     return torch.tensor(entries, dtype=torch.long, device=device)
 
 
-def _plan_spec(interface: Interface, spec: TokenSpec, device: torch.device) -> _SpecPlan:
-    fields: list[_FieldPlan] = []
-    uses_input = uses_output = invalid = False
-    for name, sources in spec.items():
-        field = interface.token_field(name)
-        offset = interface.token_offset(name)
-        if field.kind == "const":
-            fields.append(_FieldPlan([], const=offset))
-            continue
-        slots = [(field.values, len(field.values2) if field.kind == "product" else 1)]
-        if field.kind == "product":
-            slots.append((field.values2, 1))
-        if len(sources) != len(slots):
-            raise ValueError(f"token field '{name}' takes {len(slots)} source(s), "
-                             f"got {len(sources)}")
-        plan = _FieldPlan([])
-        for position, (source, (values, scale)) in enumerate(
-            zip(sources, slots, strict=True)
-        ):
-            base = offset if position == 0 else 0
-            if source == "input":
-                table = _value_table(values, interface.input_alphabet, scale, base, device)
-                plan.sources.append(("input", None, table))
-                uses_input = True
-            elif source.startswith("output:"):
-                out = source[len("output:"):]
-                table = _value_table(values, interface.output_field(out).values, scale,
-                                     base, device)
-                plan.sources.append(("output", out, table))
-                uses_output = True
-            elif source.startswith("const:"):
-                value = source[len("const:"):]
-                entry = base + scale * values.index(value) if value in values else _INVALID
-                plan.sources.append(("const", None, torch.tensor([entry], device=device)))
-            else:
-                raise ValueError(f"unknown token source '{source}'")
-            invalid |= bool((plan.sources[-1][2] < 0).any())
-        fields.append(plan)
-    return _SpecPlan(fields, uses_input, uses_output, invalid)
-
-
 class _Tokens:
-    """Builds token coordinates (B, F) for a batch from decoded outputs and input."""
+    """Token *codes* for a batch, built from decoded outputs and the input pointer.
+
+    A token is the sum of one basis vector per token field, named by an integer code:
+    codes 0..d-1 are the unit vectors of one-hot, product and const fields (a coordinate),
+    code d is nothing (a value the field cannot embed, or a finished row), and codes above
+    d are the rows of `embedding` fields (dense vectors at the field's offset). Tokens of
+    an interface without embedding fields are binary: `binary` is True and the coordinate
+    decoder applies. Each token spec is compiled once into lookup tables (`_SpecPlan`).
+    """
 
     def __init__(self, interface: Interface, words: list[tuple[str, ...]],
                  device: torch.device) -> None:
-        self.d = interface.d
-        self.device = device
-        self.batch = len(words)
-        alphabet = {s: i for i, s in enumerate(interface.input_alphabet)}
+        d = self.d = interface.d
+        self.interface, self.device, self.batch = interface, device, len(words)
+        rows: list[torch.Tensor] = []
+        self.embedding_base: dict[str, int] = {}
+        for field in interface.token_fields:
+            if field.kind == "embedding":
+                offset = interface.token_offset(field.name)
+                self.embedding_base[field.name] = d + 1 + len(rows)
+                for vector in field.vectors:
+                    row = torch.zeros(d, dtype=torch.float64)
+                    row[offset : offset + len(vector)] = torch.tensor(vector, dtype=torch.float64)
+                    rows.append(row)
+        self.binary = not rows
+        self.basis = None if self.binary else torch.cat(
+            [torch.eye(d, dtype=torch.float64), torch.zeros(1, d, dtype=torch.float64),
+             torch.stack(rows)]).to(device)
+        self.nonnegative = self.binary or bool((self.basis >= 0).all())
+        # An input symbol outside the alphabet takes `input_other` where the interface
+        # declares one (a memory's default); check_word has already accepted it.
+        other = getattr(interface, "input_other", None)
+        self.alphabet = tuple(interface.input_alphabet) + ((other,) if other else ())
+        index = {s: i for i, s in enumerate(self.alphabet)}
+        unknown = len(self.alphabet) - 1 if other else None
         self.lengths = torch.tensor([len(w) for w in words], dtype=torch.long)
         self.longest = int(self.lengths.max()) if words else 0
         symbols = torch.zeros(self.batch, self.longest + 1, dtype=torch.long)
-        flat = [alphabet[s] for w in words for s in w]
+        flat = [index.get(s, unknown) for w in words for s in w]
         if flat:
-            rows = torch.repeat_interleave(torch.arange(self.batch), self.lengths)
+            rows_ = torch.repeat_interleave(torch.arange(self.batch), self.lengths)
             cols = torch.cat([torch.arange(len(w)) for w in words])
-            symbols[rows, cols] = torch.tensor(flat, dtype=torch.long)
+            symbols[rows_, cols] = torch.tensor(flat, dtype=torch.long)
         self.symbols = symbols.to(device)
         self.lengths = self.lengths.to(device)
-        self.prompt = [_plan_spec(interface, spec, device) for spec in interface.prompt]
-        self.feed = _plan_spec(interface, interface.feed, device)
+        self.prompt = [self._plan(spec) for spec in interface.prompt]
+        self.feed = self._plan(interface.feed)
         self._input_columns: dict[int, torch.Tensor] = {}  # id(table) → table[symbols]
+
+    def _plan(self, spec: TokenSpec | tuple) -> _SpecPlan:
+        interface, device = self.interface, self.device
+        fields: list[_FieldPlan] = []
+        uses_input = uses_output = invalid = False
+        for name, sources in dict(spec or {}).items():
+            field = interface.token_field(name)
+            offset = interface.token_offset(name)
+            if field.kind == "const":
+                fields.append(_FieldPlan([], const=offset))
+                continue
+            if field.kind == "embedding":  # the code of value i is base + i
+                slots = [(field.values, 1, self.embedding_base[name])]
+            elif field.kind == "product":
+                slots = [(field.values, len(field.values2), offset), (field.values2, 1, 0)]
+            else:
+                slots = [(field.values, 1, offset)]
+            if len(sources) != len(slots):
+                raise ValueError(f"token field '{name}' takes {len(slots)} source(s), "
+                                 f"got {len(sources)}")
+            plan = _FieldPlan([])
+            for source, (values, scale, base) in zip(sources, slots, strict=True):
+                if source == "input":
+                    table = _value_table(values, self.alphabet, scale, base, device)
+                    plan.sources.append(("input", None, table))
+                    uses_input = True
+                elif source.startswith("output:"):
+                    out = source[len("output:"):]
+                    table = _value_table(values, interface.output_field(out).values, scale,
+                                         base, device)
+                    plan.sources.append(("output", out, table))
+                    uses_output = True
+                elif source.startswith("const:"):
+                    table = _value_table(values, (source[len("const:"):],), scale, base, device)
+                    plan.sources.append(("const", None, table))
+                else:
+                    raise ValueError(f"unknown token source '{source}'")
+                invalid |= bool((plan.sources[-1][2] < 0).any())
+            fields.append(plan)
+        return _SpecPlan(fields, uses_input, uses_output, invalid)
 
     def _input(self, table: torch.Tensor, pointer: int) -> torch.Tensor:
         key = id(table)
@@ -222,6 +248,7 @@ class _Tokens:
 
     def coords(self, plan: _SpecPlan, decoded: dict[str, torch.Tensor] | None,
                pointer: int) -> torch.Tensor:
+        """The codes (B, F) of one token per row (F ≥ 1; an empty spec is code d)."""
         columns = []
         for field in plan.fields:
             if field.const is not None:
@@ -242,13 +269,17 @@ class _Tokens:
                 total = part if total is None else total + part
             assert total is not None
             columns.append(total)
+        if not columns:
+            return torch.full((self.batch, 1), self.d, dtype=torch.long, device=self.device)
         coords = columns[0][:, None] if len(columns) == 1 else torch.stack(columns, dim=1)
         if plan.may_be_invalid:  # a value the field cannot embed contributes nothing
             coords = torch.where(coords < 0, self.d, coords)
         return coords
 
     def dense(self, coords: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-        """Coordinates (..., F) → binary tokens (..., d)."""
+        """Codes (..., F) → tokens (..., d)."""
+        if self.basis is not None:
+            return self.basis.to(dtype)[coords].sum(dim=-2)
         z = torch.zeros(*coords.shape[:-1], self.d + 1, dtype=dtype, device=coords.device)
         z.scatter_(-1, coords, 1.0)
         return z[..., : self.d]
@@ -328,24 +359,32 @@ class _SparseStepper:
 
 
 class _DenseStepper:
+    """Dense recurrent steps (kernel="recurrent", and tokens that are not binary).
+
+    `absolute` feeds |z|: the stepper then computes E = Σ_h |V_h| S_abs |Q_h| |z|, with
+    S_abs = Σ |z||z|ᵀ ≥ |S|, the bound on every output's sum of absolute terms."""
+
     def __init__(self, V: torch.Tensor, Q: torch.Tensor, model: CompiledModel, batch: int,
                  weights: str, dtype: torch.dtype, device: torch.device, tokens: _Tokens,
-                 kernel: str) -> None:
+                 kernel: str, absolute: bool = False) -> None:
         self.V, self.Q, self.weights, self.kernel = V, Q, weights, kernel
-        self.model, self.dtype, self.tokens = model, dtype, tokens
+        self.model, self.dtype, self.tokens, self.absolute = model, dtype, tokens, absolute
         self.state = RecurrentState.empty(batch, V, dtype, device)
+        self.prepared = prepare(V, Q, weights)
 
     def step(self, coords: torch.Tensor, update: torch.Tensor) -> torch.Tensor:
         z = self.tokens.dense(coords, self.dtype)
-        active = (update == coords).all(dim=1)  # finished rows come with padding coords
-        return recurrent_step(self.state, z, self.V, self.Q, self.model.scale,
-                              self.model.normalise, active, weights=self.weights)
+        if self.absolute:
+            z = z.abs()
+        active = (update == coords).all(dim=1)  # finished rows come with padding codes
+        return step_prepared(self.prepared, self.state, z, self.model.scale,
+                             self.model.normalise, active)
 
     def prefill(self, Z: torch.Tensor) -> torch.Tensor:
         self.state = RecurrentState.empty(Z.shape[0], self.V, self.dtype, Z.device, "shared")
         kernel = "auto" if self.kernel == "recurrent" else self.kernel
-        Y = mhla(Z, self.V, self.Q, self.model.scale, self.model.normalise, kernel,
-                 state=self.state, weights=self.weights)
+        Y = mhla(Z.abs() if self.absolute else Z, self.V, self.Q, self.model.scale,
+                 self.model.normalise, kernel, state=self.state, weights=self.weights)
         return Y.to(self.dtype)
 
 
@@ -353,21 +392,26 @@ class _ReferenceStepper:
     """Recomputes every output from the whole history with the loop definition."""
 
     def __init__(self, V: torch.Tensor, Q: torch.Tensor, model: CompiledModel,
-                 weights: str, dtype: torch.dtype, tokens: _Tokens) -> None:
+                 weights: str, dtype: torch.dtype, tokens: _Tokens,
+                 absolute: bool = False) -> None:
         self.V = V.to(FORMATS[weights]).to(dtype)
         self.Q = Q.to(FORMATS[weights]).to(dtype)
-        self.model, self.dtype, self.tokens = model, dtype, tokens
+        self.model, self.dtype, self.tokens, self.absolute = model, dtype, tokens, absolute
         self.history: list[torch.Tensor] = []
+
+    def _dense(self, coords: torch.Tensor) -> torch.Tensor:
+        z = self.tokens.dense(coords, self.dtype)
+        return z.abs() if self.absolute else z
 
     def step(self, coords: torch.Tensor, update: torch.Tensor) -> torch.Tensor:
         # A finished row's token is masked from the history (its state stops growing).
-        self.history.append(self.tokens.dense(update, self.dtype))
+        self.history.append(self._dense(update))
         Z = torch.stack(self.history, dim=1)
-        Z[:, -1] = self.tokens.dense(coords, self.dtype)  # it still queries with its token
-        y = mhla_reference(Z, self.V, self.Q, self.model.scale, self.model.normalise)[:, -1]
-        return y
+        Z[:, -1] = self._dense(coords)  # it still queries with its own token
+        return mhla_reference(Z, self.V, self.Q, self.model.scale, self.model.normalise)[:, -1]
 
     def prefill(self, Z: torch.Tensor) -> torch.Tensor:
+        Z = Z.abs() if self.absolute else Z
         self.history.extend(Z.unbind(1))
         return mhla_reference(Z, self.V, self.Q, self.model.scale, self.model.normalise)
 
@@ -456,19 +500,21 @@ def _rollout_batch(
     V, Q = model.V.to(device), model.Q.to(device)
     tokens = _Tokens(interface, words, device)
     prepared = prepare(V, Q, weights)
-    decode = _Decode(interface, prepared.nonnegative, device)
+    nonnegative = prepared.nonnegative and tokens.nonnegative  # then no output cancels
+    decode = _Decode(interface, nonnegative, device)
 
-    def stepper(V: torch.Tensor, Q: torch.Tensor):
+    def stepper(V: torch.Tensor, Q: torch.Tensor, absolute: bool = False):
         if reference:
-            return _ReferenceStepper(V, Q, model, weights, dtype, tokens)
-        if kernel == "recurrent":
-            return _DenseStepper(V, Q, model, batch, weights, dtype, device, tokens, kernel)
+            return _ReferenceStepper(V, Q, model, weights, dtype, tokens, absolute)
+        if kernel == "recurrent" or not tokens.binary:
+            return _DenseStepper(V, Q, model, batch, weights, dtype, device, tokens, kernel,
+                                 absolute)
         return _SparseStepper(V, Q, model, batch, weights, dtype, device, kernel)
 
     main = stepper(V, Q)
     rounding = weight_rounding(weights)
-    # E = Σ|V| S |Q| z: needed only when low-precision weights have mixed signs.
-    bound = stepper(V.abs(), Q.abs()) if rounding and not prepared.nonnegative else None
+    # E = Σ|V| S_abs |Q| |z|: needed only when low-precision terms can cancel.
+    bound = stepper(V.abs(), Q.abs(), absolute=True) if rounding and not nonnegative else None
 
     active = torch.ones(batch, dtype=torch.bool, device=device)
     halted = torch.zeros(batch, dtype=torch.bool, device=device)
@@ -502,7 +548,7 @@ def _rollout_batch(
             pointer += plan.uses_input
         coords = torch.stack(columns, dim=1)  # (B, P, F)
         keep = torch.stack(masks, dim=1)[..., None]
-        Z = tokens.dense(torch.where(keep, coords, d), prepared.compute)
+        Z = tokens.dense(torch.where(keep, coords, d), dtype)
         Y = main.prefill(Z)
         E = bound.prefill(Z) if bound is not None else None
         if record:

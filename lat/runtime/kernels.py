@@ -145,8 +145,10 @@ def prepare(
     different tensor while its entry lives.
     """
     compute = _dtype(weights) if weights is not None else V.dtype
-    key = (id(V), V._version, id(Q), Q._version, compute, V.device)
-    hit = _PREPARED.get(key)
+    # Inference tensors keep no version counter: they are prepared afresh, not cached.
+    cacheable = not (V.is_inference() or Q.is_inference())
+    key = (id(V), V._version, id(Q), Q._version, compute, V.device) if cacheable else None
+    hit = _PREPARED.get(key) if cacheable else None
     if hit is not None:
         _PREPARED.move_to_end(key)
         return hit[2]
@@ -165,9 +167,10 @@ def prepare(
         fold_s=torch.cat([Qr, Vc], dim=1).to(sd).contiguous(),
         nonnegative=bool((V >= 0).all() and (Q >= 0).all()),
     )
-    _PREPARED[key] = (V, Q, prepared)
-    while len(_PREPARED) > _PREPARED_SIZE:
-        _PREPARED.popitem(last=False)
+    if cacheable:
+        _PREPARED[key] = (V, Q, prepared)
+        while len(_PREPARED) > _PREPARED_SIZE:
+            _PREPARED.popitem(last=False)
     return prepared
 
 
@@ -283,6 +286,18 @@ def recurrent_step(
     output is still computed (from the state as it stands). O(H·d·(d + d_out)) per row.
     """
     p = prepare(V, Q, weights or format_name(state.tensor.dtype))
+    return step_prepared(p, state, z, scale, normalise, active)
+
+
+def step_prepared(
+    p: Prepared,
+    state: RecurrentState,
+    z: torch.Tensor,
+    scale: float = 1.0,
+    normalise: bool = False,
+    active: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """`recurrent_step` with the weights already prepared (decode loops)."""
     z = z.to(p.state)
     z_in = z if active is None else z * active[:, None].to(z.dtype)
     y = _dense_step(p, state.layout, state.tensor, z, z_in)
@@ -311,10 +326,7 @@ def mhla_recurrent(
     if state is None:
         state = RecurrentState.empty(B, V, p.state, Z.device)
     Z = _mask_lengths(Z, lengths)
-    outputs = [
-        recurrent_step(state, Z[:, t], V, Q, scale, normalise, weights=format_name(p.compute))
-        for t in range(T)
-    ]
+    outputs = [step_prepared(p, state, Z[:, t], scale, normalise) for t in range(T)]
     if not outputs:
         return Z.new_zeros(B, 0, V.shape[1], dtype=p.state)
     return torch.stack(outputs, dim=1)
