@@ -6,24 +6,25 @@ with tensor indexing (no per-sequence Python work inside the step loop). A seque
 when a feedback step needs an input symbol and its input is exhausted, when an output field
 decodes to a halting value (`halt_on`), or after `max_steps` feedback steps.
 
-How a step runs. Tokens are binary (Interface: one coordinate per token field), so the
-step loop carries coordinates, not vectors: a token spec is compiled once into lookup
-tables (`_SpecPlan`), and the default decoder (`kernels.TokenDecoder`, folded state)
-touches only the state rows those coordinates name — O(H·d·d_out) per new token at most,
-O(d_out) for the automata the compiler emits. A long prompt that does not read the
-model's own outputs is prefilled in one chunked call and the decoder resumes from its
-state. `kernel="recurrent"` runs dense recurrent steps, `reference=True` recomputes
-every output from the whole prefix with the loop form of the definition (the truth).
+How a step runs. A token is the sum of one basis vector per token field, so the step
+loop carries integer *codes* (`_Tokens`), not vectors: a token spec is compiled once into
+lookup tables. Tokens of one-hot, product and const fields are binary, and the default
+decoder (`kernels.TokenDecoder`, folded state) touches only the state rows their
+coordinates name — O(H·d·d_out) per new token at most, O(d_out) for the automata the
+compiler emits. Interfaces with dense `embedding` fields, and kernel="recurrent", run
+dense recurrent steps. A long prompt that does not read the model's own outputs is
+prefilled in one chunked call and the decoder resumes from its state. `reference=True`
+recomputes every output from the whole prefix with the loop form of the definition.
 
 Margins. Every decode records its margin (top-1 minus top-2 of each output block). A
 margin is *resolved* when it exceeds what the number formats can move it by:
 64 ulps of the state format at the output's magnitude, plus, for bf16/fp16 weights,
 twice the worst-case effect of rounding the weights, (2u + u²)·E, where
-E = Σ_h |V_h| S |Q_h| z bounds every output's sum of absolute terms (E = |y| when V, Q
-are non-negative, as for compiled automata; otherwise it is computed alongside with
-|V|, |Q|). A run whose margin does not survive its format is flagged
-(`margin_resolved=False`) or, with `on_unresolved="raise"`, refused with PrecisionError:
-never a silently wrong answer.
+E = Σ_h |V_h| S_abs |Q_h| |z| with S_abs = Σ_s |z_s||z_s|ᵀ bounds every output's sum of
+absolute terms (E = |y| when V, Q and the tokens are non-negative, as for compiled
+automata; otherwise it is computed alongside, by the same stepper on |V|, |Q|, |z|).
+A run whose margin does not survive its format is flagged (`margin_resolved=False`) or,
+with `on_unresolved="raise"`, refused with PrecisionError: never a silently wrong answer.
 """
 
 from __future__ import annotations
