@@ -31,7 +31,7 @@ from itertools import product
 import numpy as np
 import torch
 
-from lat.learner.certificate import Certificate, certify
+from lat.learner.certificate import COVERAGE_TOL, Certificate, certify, sequence_residuals
 from lat.learner.solve import Fit, fit
 from lat.learner.traces import Traces, record_traces, sample_words
 from lat.runtime.errors import InputError
@@ -81,6 +81,7 @@ class LearnResult:
             "equivalent": self.equivalent,
             "checked": self.checked,
             "traces": self.traces,
+            "design_rounds": self.model.info.get("design_rounds", 0),
             "seconds": {k: round(v, 4) for k, v in self.seconds.items()},
         }
 
@@ -99,6 +100,7 @@ def learn(
     seed: int = 0,
     progress: Progress | None = None,
     dtype: str = "fp32",
+    design_rounds: int = 4,
 ) -> LearnResult:
     """Learn an MHLA from `source`'s rollouts (or from recorded `traces`) and certify it.
 
@@ -109,6 +111,13 @@ def learn(
     the interface alphabet (lengths up to the longest recorded input), its token sequences
     come from the learned model's own rollouts, and equivalence means reproducing the
     recorded runs. Raises ValueError for a source with scale ≠ 1 or normalisation.
+
+    Data design (with a source and no given traces): random words rarely reach every
+    co-occurrence of a program's tokens, so after the first fit up to `design_rounds` rounds
+    draw a *design* sample of domain words, keep those whose features the training span does
+    not cover (the certificate's own test), record them too and refit. The certificate is
+    then computed on a fresh domain sample drawn independently of every word trained on, so
+    a covered domain is evidence, not an echo of the training set.
     """
     if source is None and traces is None:
         raise ValueError("learn needs a source model or recorded traces")
@@ -118,9 +127,12 @@ def learn(
             raise ValueError("the traces were recorded with a different interface than source")
     interface = source.interface if source is not None else traces.interface
     rng = np.random.default_rng(seed)
+    design_rng = np.random.default_rng([seed, 1])  # three independent streams:
+    domain_rng = np.random.default_rng([seed, 2])  # training, design, certification
     seconds: dict[str, float] = {}
 
     clock = time.perf_counter()
+    designing = traces is None and design_rounds > 0
     if traces is None:
         words = _sample(interface, samples, input_lengths(source, max_len), rng)
         traces = _record(source, words, progress)
@@ -128,6 +140,20 @@ def learn(
 
     clock = time.perf_counter()
     fitted = fit(traces, progress=progress)
+    rounds = 0
+    if designing:
+        lengths = input_lengths(source, domain_max_len or max_len)
+        while rounds < design_rounds:
+            design = domain_words(interface, domain_samples, lengths, design_rng)
+            runs = _rollouts(source, design, "fp64", True, progress, "design")
+            residuals = sequence_residuals(fitted, [r.tokens for r in runs])
+            uncovered = [w for w, r in zip(design, residuals, strict=True)
+                         if r > COVERAGE_TOL]
+            if not uncovered:
+                break
+            rounds += 1
+            traces = _merge(traces, _record(source, uncovered, progress))
+            fitted = fit(traces, progress=progress)
     seconds["fit"] = time.perf_counter() - clock - fitted.seconds.get("train_check", 0.0)
     seconds["train_check"] = fitted.seconds.get("train_check", 0.0)
     model = CompiledModel(
@@ -140,6 +166,7 @@ def learn(
             "traces_sha256": traces.sha256(),
             "samples": fitted.samples,
             "traces": len(traces),
+            "design_rounds": rounds,
             "heads": fitted.heads,
         },
     )
@@ -151,7 +178,7 @@ def learn(
         )
     generator = source if source is not None else model
     domain = domain_words(interface, domain_samples, input_lengths(generator, domain_max_len),
-                          rng)
+                          domain_rng)
     domain_runs = _rollouts(generator, domain, "fp64", True, progress, "domain")
     certificate = certify(fitted, [r.tokens for r in domain_runs])
     if source is None:
@@ -280,6 +307,19 @@ def _record(source: CompiledModel, words: list[tuple[str, ...]],
         steps=[s for p in parts for s in (p.steps or [])],
         stopped_by=[s for p in parts for s in (p.stopped_by or [])],
         source=source.sha256(),
+    )
+
+
+def _merge(first: Traces, second: Traces) -> Traces:
+    """Two recordings of the same source as one."""
+    return Traces(
+        tokens=[*first.tokens, *second.tokens],
+        outputs=[*first.outputs, *second.outputs],
+        inputs=[*first.inputs, *second.inputs],
+        interface=first.interface,
+        steps=[*(first.steps or []), *(second.steps or [])],
+        stopped_by=[*(first.stopped_by or []), *(second.stopped_by or [])],
+        source=first.source,
     )
 
 

@@ -138,6 +138,17 @@ def _lambda_min_full(fit: Fit, notes: list[str]) -> float:
     return float(min(float(b.eigenvalues.min()) for b in fit.blocks))
 
 
+def sequence_residuals(fit: Fit, sequences: Sequence[np.ndarray]) -> np.ndarray:
+    """For each sequence, the largest relative residual of any of its prefixes' features
+    outside the span of the training features (0 when every prefix is covered)."""
+    lengths = [s.shape[0] for s in sequences]
+    if not sum(lengths):
+        return np.zeros(len(sequences))
+    relative, offsets = _relative_residuals(fit, sequences)
+    return np.array([relative[a:b].max() if b > a else 0.0
+                     for a, b in zip(offsets[:-1], offsets[1:], strict=True)])
+
+
 def _coverage(
     fit: Fit, sequences: Sequence[np.ndarray]
 ) -> tuple[float, int, tuple[int, int]]:
@@ -146,6 +157,20 @@ def _coverage(
     prefixes = int(sum(lengths))
     if prefixes == 0:
         return 0.0, 0, (0, 0)
+    relative, offsets = _relative_residuals(fit, sequences)
+    worst_row = int(np.argmax(relative))
+    sequence = int(np.searchsorted(offsets, worst_row, side="right") - 1)
+    worst = (sequence, worst_row - int(offsets[sequence]))
+    value = float(relative[worst_row])
+    return (value if math.isfinite(value) else math.inf), prefixes, worst
+
+
+def _relative_residuals(
+    fit: Fit, sequences: Sequence[np.ndarray]
+) -> tuple[np.ndarray, np.ndarray]:
+    """‖f − P f‖ / ‖f‖ for every prefix of every sequence, and the sequences' row offsets."""
+    lengths = [s.shape[0] for s in sequences]
+    prefixes = int(sum(lengths))
     parts = [prefix_features(s) for s in sequences]
     offsets = np.concatenate([[0], np.cumsum(lengths)])
     rows = np.concatenate([r + offsets[i] for i, (r, _, _) in enumerate(parts)])
@@ -174,11 +199,7 @@ def _coverage(
                                       v_in[start:stop], prefixes)
     with np.errstate(divide="ignore", invalid="ignore"):
         relative = np.where(norm2 > 0, np.sqrt(residual2) / np.sqrt(norm2), 0.0)
-    worst_row = int(np.argmax(relative))
-    sequence = int(np.searchsorted(offsets, worst_row, side="right") - 1)
-    worst = (sequence, worst_row - int(offsets[sequence]))
-    value = float(relative[worst_row])
-    return (value if math.isfinite(value) else math.inf), prefixes, worst
+    return relative, offsets
 
 
 def _block_residual2(
