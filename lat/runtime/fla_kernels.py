@@ -25,6 +25,7 @@ from lat.runtime.kernels import (
     RecurrentState,
     _finish,
     _mask_lengths,
+    fold,
     format_name,
     prepare,
 )
@@ -102,8 +103,6 @@ def mhla_fla(
         if state.layout == "shared":
             state.tensor.add_(torch.bmm(Zs.transpose(1, 2), Zs))
         else:
-            from lat.runtime.kernels import fold
-
             Y = Y + torch.bmm(Zs, state.tensor)
             state.tensor.add_(fold(torch.bmm(Zs.transpose(1, 2), Zs), p))
         state.length += T

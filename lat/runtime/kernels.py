@@ -44,7 +44,10 @@ decode margin survives the rounding is checked by the caller (`execute.rollout`)
 from __future__ import annotations
 
 import math
+import os
+import threading
 from collections import OrderedDict
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import torch
@@ -389,15 +392,17 @@ def choose_block(batch: int, T: int, heads: int, d: int, chunk: int,
 
 
 def _chunked_core(
-    Z: torch.Tensor, p: Prepared, C: int, L: int, S: torch.Tensor
+    Z: torch.Tensor, p: Prepared, C: int, L: int, S: torch.Tensor,
+    out: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The fused shared-state form on Z (B, T, d) with T a multiple of C.
 
-    Returns outputs (B, T, d_out) in the state format and the final state S.
+    Returns outputs (B, T, d_out) in the state format (written into `out` if given) and
+    the final state S.
     """
     B, T, d = Z.shape
     H, d_out, cd, sd = p.H, p.d_out, p.compute, p.state
-    Y = torch.empty(B, T, d_out, dtype=sd, device=Z.device)
+    Y = out if out is not None else torch.empty(B, T, d_out, dtype=sd, device=Z.device)
     mask = _causal_mask(C, H, cd, Z.device)
     # The states before each chunk of a block, in two buffers used in turn: slot 0 of the
     # next block's buffer receives the running S, so nothing is copied between blocks.
@@ -425,6 +430,59 @@ def _chunked_core(
         Y[:, t0 : t0 + Lb] = torch.matmul(U.view(B, Lb, H * p.d), p.Wt_c)  # Σ_h V_h u^h
     S = buffers[len(range(0, T, L)) % 2][:, 0].clone()
     return Y, S
+
+
+_POOL: ThreadPoolExecutor | None = None
+_POOL_LOCK = threading.Lock()
+
+
+def _in_modes(modes: tuple[bool, bool], fn, *args):  # noqa: ANN001, ANN202
+    """Run fn in a worker thread under the caller's inference/grad modes."""
+    with torch.inference_mode(modes[0]), torch.set_grad_enabled(modes[1]):
+        return fn(*args)
+
+
+def _chunked_rows(
+    Z: torch.Tensor, p: Prepared, C: int, L: int, S: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """`_chunked_core`, on a multi-core CPU split into row groups run side by side.
+
+    Rows are independent, so P groups of rows run in P threads, each op on one thread.
+    A block's ops are small (~0.1 ms), and an OpenMP team pays a barrier per op: when
+    another process holds one of the cores, every barrier waits for it, and a prefill
+    spread over the team can run 10-100× slower than on one thread (measured on a
+    shared 2-core machine). Row groups never wait for each other; torch releases the
+    GIL inside each op. Used when the intra-op setting allows several threads, the
+    batch has several rows and no other prefill holds the pool (the thread count is a
+    process-wide setting, changed for the duration and restored).
+    """
+    B, T, _ = Z.shape
+    threads = torch.get_num_threads()
+    groups = min(threads, B)
+    if Z.device.type != "cpu" or groups < 2 or not _POOL_LOCK.acquire(blocking=False):
+        return _chunked_core(Z, p, C, L, S)
+    global _POOL
+    try:
+        if _POOL is None:
+            _POOL = ThreadPoolExecutor(max_workers=os.cpu_count() or 2,
+                                       thread_name_prefix="lat-prefill")
+        Y = torch.empty(B, T, p.d_out, dtype=p.state, device=Z.device)
+        edges = [B * g // groups for g in range(groups + 1)]
+        block = max(C, L * B // max(edges[1] - edges[0], 1) // C * C)  # same tokens/block
+        modes = (torch.is_inference_mode_enabled(), torch.is_grad_enabled())  # thread-local
+        torch.set_num_threads(1)
+        try:
+            futures = [
+                _POOL.submit(_in_modes, modes, _chunked_core, Z[a:b], p, C, block, S[a:b],
+                             Y[a:b])
+                for a, b in zip(edges[:-1], edges[1:], strict=True)
+            ]
+            states = [future.result()[1] for future in futures]
+        finally:
+            torch.set_num_threads(threads)
+        return Y, torch.cat(states)
+    finally:
+        _POOL_LOCK.release()
 
 
 def _prefill(
@@ -457,7 +515,7 @@ def _prefill(
         S0 = state.tensor.to(p.state)
     else:
         S0 = torch.zeros(B, d, d, dtype=p.state, device=Z.device)
-    Y, S = _chunked_core(Zc, p, C, L, S0)
+    Y, S = _chunked_rows(Zc, p, C, L, S0)
     Y = Y[:, :T]
     if state is not None:
         if state.layout == "shared":
