@@ -42,6 +42,9 @@ from lat.runtime.model import CompiledModel
 Progress = Callable[[str, int, int], None]
 CHUNK = 256  # inputs per rollout call between progress reports
 MAX_MISMATCH_EXAMPLES = 8
+# A design sample is this many times the certification sample: rare token co-occurrences
+# must be found while designing, or the independent certification sample finds them first.
+DESIGN_FACTOR = 4
 
 __all__ = ["LearnResult", "Traces", "domain_words", "input_lengths", "learn"]
 
@@ -144,7 +147,8 @@ def learn(
     if designing:
         lengths = input_lengths(source, domain_max_len or max_len)
         while rounds < design_rounds:
-            design = domain_words(interface, domain_samples, lengths, design_rng)
+            design = domain_words(interface, DESIGN_FACTOR * domain_samples, lengths,
+                                  design_rng)
             runs = _rollouts(source, design, "fp64", True, progress, "design")
             residuals = sequence_residuals(fitted, [r.tokens for r in runs])
             uncovered = [w for w, r in zip(design, residuals, strict=True)
