@@ -309,7 +309,8 @@ def run_bench(quick: bool = False, device: str = "auto",
               shape: dict[str, int] | None = None) -> dict[str, object]:
     """Measure everything side by side; return the JSON object `lat bench --json` prints.
 
-    quick: fewer repetitions (the same shapes; under a minute on a 2-core CPU).
+    quick: fewer repetitions and a 10 s budget for the interleaved rounds (the same
+    shapes; ~10 s on a quiet 2-core CPU, under a minute when its cores are shared).
     shape: override B, T, H, d (tests use a tiny one).
     """
     target = resolve_device(device)
@@ -336,7 +337,7 @@ def run_bench(quick: bool = False, device: str = "auto",
         }
         if naive is not None:
             contenders["naive"] = lambda: naive(Z, V, Q)
-        times = _side_by_side(contenders, target, repeats + 1, budget_s=15 if quick else 90)
+        times = _side_by_side(contenders, target, repeats + 1, budget_s=10 if quick else 90)
         rates = {name: ceiling_flops[name] / times[name] / 1e9 for name in ceilings}
         gemm = rates.pop("gemm")
         small = rates
