@@ -29,16 +29,19 @@ tokens so that every intermediate stays in cache.
 The recurrent state comes in two layouts: *shared* S (d×d, resumable by any form) and
 *folded* N = Σ_h V_h S Q_h (stored transposed, d×d_out; smaller when d_out < d, and
 y = N z needs no per-head work at all). `TokenDecoder` runs the folded layout on binary
-tokens given by their nonzero coordinates — the tokens every artifact's Interface
-builds — so that a decode step touches only the state rows those coordinates name.
+tokens given by their nonzero coordinates — the tokens one-hot Interface fields build —
+so that a decode step touches only the state rows those coordinates name.
 
 Number formats. The state is accumulated in fp32 always (fp64 when the weights are
 fp64). Weights may be fp32, bf16 or fp16: prefill matmuls then run in that format with
 fp32 accumulation — tokens and the state enter them rounded to the format (exact for
-the binary tokens every Interface builds; the state is never *stored* rounded, so
-counts do not saturate over long sequences); decode steps use the rounded weights in
-fp32 arithmetic. Whether a program's
-decode margin survives the rounding is checked by the caller (`execute.rollout`).
+binary tokens; the state is never *stored* rounded, so counts do not saturate over long
+sequences); decode steps use the rounded weights in fp32 arithmetic. Whether a
+program's decode margin survives the rounding is checked by `execute.rollout`.
+
+On a multi-core CPU the chunked form runs row groups in worker threads, one thread per
+op (`_chunked_rows`): its ops are small, and OpenMP's barrier per op is what collapses
+when a core is shared.
 """
 
 from __future__ import annotations
