@@ -15,8 +15,15 @@ Outputs. y ∈ R^{d_out} is the concatenation of output fields, each decoded by 
 its block. The *margin* of a decode is top-1 minus top-2 in that block.
 
 Sources, used by prompt and feedback token specs: ``"input"`` (the next input symbol; it
-is consumed), ``"output:NAME"`` (the value decoded for output field NAME at the previous
-position), ``"const:VALUE"`` (a fixed value). A product field takes two sources.
+is consumed), ``"input:C"`` (the symbol in cell C of the input, or `input_fill` past its
+end; nothing is consumed), ``"output:NAME"`` (the value decoded for output field NAME at the
+previous position), ``"const:VALUE"`` (a fixed value). Values are matched by name, so a
+source's value set need not equal the field's. A product field takes two sources, or three:
+(a, b, c) embeds e_(a,b) − e_(a,c) — the sum-of-deltas write of DESIGN §4 (zero when b = c).
+
+Feedback. `feed` is a cycle of token specs: a program that spends k tokens per step lists k
+specs, used in turn. Each output field must be decoded at every position; a construction
+writes a one-hot into every output block at every position, so every decode has a margin.
 """
 
 from __future__ import annotations
@@ -28,7 +35,7 @@ from dataclasses import dataclass, field
 
 from lat.runtime.errors import ArtifactError, InputError
 
-TOKEN_FIELD_KINDS = ("onehot", "product", "const")
+TOKEN_FIELD_KINDS = ("onehot", "product", "const", "embedding")
 
 
 @dataclass(frozen=True)
@@ -37,6 +44,7 @@ class TokenField:
     kind: str
     values: tuple[str, ...] = ()
     values2: tuple[str, ...] = ()
+    vectors: tuple[tuple[float, ...], ...] = ()  # embedding: one row per value
 
     @property
     def width(self) -> int:
@@ -44,6 +52,8 @@ class TokenField:
             return 1
         if self.kind == "product":
             return len(self.values) * len(self.values2)
+        if self.kind == "embedding":
+            return len(self.vectors[0]) if self.vectors else 0
         return len(self.values)
 
     def index(self, value: str | tuple[str, str]) -> int:
@@ -84,12 +94,21 @@ class Interface:
     token_fields: tuple[TokenField, ...]
     output_fields: tuple[OutputField, ...]
     prompt: tuple[TokenSpec, ...]
-    feed: TokenSpec
+    feed: TokenSpec | tuple[TokenSpec, ...]
     result_field: str
     trace_field: str | None = None
     halt_on: tuple[tuple[str, str], ...] = ()
     max_steps: int | None = None
+    input_fill: str | None = None  # value of "input:C" past the end of the input
+    input_other: str | None = None  # value an unknown input symbol takes (else an error)
+    max_input_length: int | None = None
+    single_symbol_input: bool = False  # the whole command-line text is one symbol
     extra: Mapping[str, object] = field(default_factory=dict)
+
+    @property
+    def feed_cycle(self) -> tuple[TokenSpec, ...]:
+        """The feedback specs in the order they are used (one spec: a cycle of one)."""
+        return (self.feed,) if isinstance(self.feed, Mapping) else tuple(self.feed)
 
     # -- layout -------------------------------------------------------------------------
     @property
@@ -136,7 +155,9 @@ class Interface:
         of the alphabet is one character; otherwise the whole text is one symbol. "" is the
         empty word.
         """
-        if any(c.isspace() for c in text):
+        if self.single_symbol_input:
+            symbols = (text,)
+        elif any(c.isspace() for c in text):
             symbols = tuple(text.split())
         elif all(len(s) == 1 for s in self.input_alphabet):
             symbols = tuple(text)
@@ -146,9 +167,20 @@ class Interface:
         return symbols
 
     def check_word(self, symbols: Sequence[str]) -> None:
+        """Raise InputError (one line) unless every symbol may be given to this program."""
+        if self.max_input_length is not None and len(symbols) > self.max_input_length:
+            raise InputError(
+                f"input of {len(symbols)} symbols is longer than the {self.max_input_length} "
+                f"cells program '{self.program}' has"
+            )
         known = set(self.input_alphabet)
         for position, symbol in enumerate(symbols):
-            if symbol not in known:
+            if symbol == self.input_fill:
+                raise InputError(
+                    f"the blank symbol '{symbol}' cannot be part of the input "
+                    f"(position {position}); inputs are written on a blank tape"
+                )
+            if symbol not in known and self.input_other is None:
                 close = difflib.get_close_matches(symbol, self.input_alphabet, n=1, cutoff=0.5)
                 hint = f"; did you mean '{close[0]}'?" if close else ""
                 shown = ", ".join(self.input_alphabet[:20])
@@ -167,18 +199,22 @@ class Interface:
                 "input_alphabet": list(self.input_alphabet),
                 "token_fields": [
                     {"name": f.name, "kind": f.kind, "values": list(f.values),
-                     "values2": list(f.values2)}
+                     "values2": list(f.values2), "vectors": [list(v) for v in f.vectors]}
                     for f in self.token_fields
                 ],
                 "output_fields": [
                     {"name": f.name, "values": list(f.values)} for f in self.output_fields
                 ],
                 "prompt": [{k: list(v) for k, v in spec.items()} for spec in self.prompt],
-                "feed": {k: list(v) for k, v in self.feed.items()},
+                "feed": [{k: list(v) for k, v in spec.items()} for spec in self.feed_cycle],
                 "result_field": self.result_field,
                 "trace_field": self.trace_field,
                 "halt_on": [list(pair) for pair in self.halt_on],
                 "max_steps": self.max_steps,
+                "input_fill": self.input_fill,
+                "input_other": self.input_other,
+                "max_input_length": self.max_input_length,
+                "single_symbol_input": self.single_symbol_input,
                 "extra": dict(self.extra),
             },
             sort_keys=True,
@@ -193,18 +229,23 @@ class Interface:
                 program=str(raw["program"]),
                 input_alphabet=tuple(raw["input_alphabet"]),
                 token_fields=tuple(
-                    TokenField(f["name"], f["kind"], tuple(f["values"]), tuple(f["values2"]))
+                    TokenField(f["name"], f["kind"], tuple(f["values"]), tuple(f["values2"]),
+                               tuple(tuple(float(x) for x in v) for v in f.get("vectors", ())))
                     for f in raw["token_fields"]
                 ),
                 output_fields=tuple(
                     OutputField(f["name"], tuple(f["values"])) for f in raw["output_fields"]
                 ),
                 prompt=tuple({k: tuple(v) for k, v in s.items()} for s in raw["prompt"]),
-                feed={k: tuple(v) for k, v in raw["feed"].items()},
+                feed=_feed_from_json(raw["feed"]),
                 result_field=str(raw["result_field"]),
                 trace_field=raw["trace_field"],
                 halt_on=tuple((str(a), str(b)) for a, b in raw["halt_on"]),
                 max_steps=raw["max_steps"],
+                input_fill=raw.get("input_fill"),
+                input_other=raw.get("input_other"),
+                max_input_length=raw.get("max_input_length"),
+                single_symbol_input=bool(raw.get("single_symbol_input", False)),
                 extra=dict(raw["extra"]),
             )
         except (ValueError, KeyError, TypeError) as exc:
@@ -220,13 +261,26 @@ class Interface:
         for f in self.token_fields:
             if f.kind not in TOKEN_FIELD_KINDS:
                 raise ArtifactError(f"token field '{f.name}' has unknown kind '{f.kind}'")
+            if f.kind == "embedding" and (
+                len(f.vectors) != len(f.values) or len({len(v) for v in f.vectors}) > 1
+            ):
+                raise ArtifactError(f"embedding field '{f.name}' needs one vector per value, "
+                                    "all of one length")
         outputs = {f.name for f in self.output_fields}
         if self.result_field not in outputs:
             raise ArtifactError(f"result field '{self.result_field}' is not an output field")
-        for spec in (*self.prompt, self.feed):
+        for spec in (*self.prompt, *self.feed_cycle):
             for name, sources in spec.items():
                 if name not in names:
                     raise ArtifactError(f"token spec names unknown field '{name}'")
                 for source in sources:
                     if source.startswith("output:") and source[7:] not in outputs:
                         raise ArtifactError(f"source '{source}' names no output field")
+
+
+def _feed_from_json(raw: object) -> TokenSpec | tuple[TokenSpec, ...]:
+    """A feed written as one spec (older artifacts) or a list of specs (a cycle)."""
+    if isinstance(raw, dict):
+        return {k: tuple(v) for k, v in raw.items()}
+    specs = tuple({k: tuple(v) for k, v in spec.items()} for spec in raw)
+    return specs[0] if len(specs) == 1 else specs  # one spec is written as a mapping
