@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 
 from lat.runtime.interface import Interface, OutputField, TokenField
@@ -91,41 +89,15 @@ def long_prompt(prefix: int = 20) -> CompiledModel:
     return CompiledModel(V, torch.eye(interface.d)[None], interface)
 
 
-@dataclass(frozen=True)
-class EmbeddingField:
-    """A token field whose values embed as dense vectors (kind "embedding"), duck-typed
-    so the runtime is tested against the shape of the field, not one Interface version."""
-
-    name: str
-    kind: str
-    values: tuple[str, ...]
-    values2: tuple[str, ...] = ()
-    vectors: tuple[tuple[float, ...], ...] = ()
-
-    @property
-    def width(self) -> int:
-        return len(self.vectors[0])
-
-
-@dataclass(frozen=True)
-class InterfaceWithOther(Interface):
-    """An Interface whose unknown input symbols take the value `input_other`."""
-
-    input_other: str | None = None
-
-    def check_word(self, symbols) -> None:  # every key is accepted: unknown ones → other
-        return None
-
-
 def embedded_memory() -> CompiledModel:
     """A 3-key memory with signed, non-orthogonal key vectors in R^3 and an `other` slot:
     y = V u_q = Σ_k ⟨u_k, u_q⟩ e_value(k). Dense, mixed-sign tokens; empty feedback."""
     keys = ("k0", "k1", "k2", "<other>")
     vectors = ((1.0, 0.0, 0.0), (0.0, 1.0, 0.0), (0.0, 0.0, 1.0), (-0.6, 0.0, -0.8))
     value_of = (0, 1, 0, 1)  # k0 → x, k1 → y, k2 → x, other → y
-    interface = InterfaceWithOther(
+    interface = Interface(
         kind="memory", program="embedded", input_alphabet=keys[:3],
-        token_fields=(EmbeddingField("key", "embedding", keys, vectors=vectors),),
+        token_fields=(TokenField("key", "embedding", keys, vectors=vectors),),
         output_fields=(OutputField("value", ("x", "y")),),
         prompt=({"key": ("input",)},), feed={}, result_field="value", max_steps=0,
         input_other="<other>",
