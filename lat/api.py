@@ -11,13 +11,37 @@ from pathlib import Path
 import numpy as np
 
 from lat.compiler import Compilation, compile_source
+from lat.compiler.bind import bind_program
+from lat.compiler.check import check_program
+from lat.compiler.interpret import machine_output
 from lat.compiler.interpret import run as interpret
-from lat.compiler.ir import CheckedAutomaton
-from lat.runtime.errors import ArtifactError, InputError
+from lat.compiler.ir import CheckedAutomaton, CheckedMachine, CheckedMemory, CheckedProgram
+from lat.compiler.lower.memory import Embedding
+from lat.compiler.parse import parse_program
+from lat.runtime.errors import ArtifactError
 from lat.runtime.execute import RunResult, rollout
+from lat.runtime.interface import Interface
 from lat.runtime.model import CompiledModel
 
+Checked = CheckedAutomaton | CheckedMemory | CheckedMachine
+
 Progress = Callable[[str, int, int], None]
+
+
+def read_source(path: str | Path) -> str:
+    """A program file's text; a missing or unreadable file is one line, not a traceback."""
+    path = Path(path)
+    try:
+        return path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ArtifactError(f"{path}: no such file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ArtifactError(f"{path}: cannot read ({exc})") from None
+
+
+def check_file(path: str | Path) -> CheckedProgram:
+    """Parse and check a `.lat` file (errors are LatError with FILE:LINE:COL)."""
+    return check_program(parse_program(read_source(path), str(path)))
 
 
 def compile_file(
@@ -26,16 +50,11 @@ def compile_file(
     name: str | None = None,
     placement: str = "weights",
     minimise: bool = False,
+    embedding: Embedding | None = None,
 ) -> Compilation:
     """Read, check and compile one declaration of a `.lat` file."""
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ArtifactError(f"{path}: no such file") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ArtifactError(f"{path}: cannot read ({exc})") from None
-    return compile_source(text, str(path), name=name, placement=placement, minimise=minimise)
+    return compile_source(read_source(path), str(path), name=name, placement=placement,
+                          minimise=minimise, embedding=embedding)
 
 
 def shipped_program(filename: str) -> str:
@@ -49,12 +68,27 @@ def shipped_program(filename: str) -> str:
         return path.read_text(encoding="utf-8")
 
 
-def load_model(path: str | Path, *, name: str | None = None) -> CompiledModel:
-    """A `.lat` file is compiled on the fly; anything else is loaded as an artifact."""
+def load_model(
+    path: str | Path,
+    *,
+    name: str | None = None,
+    placement: str = "weights",
+    program: str | Path | None = None,
+    program_name: str | None = None,
+) -> CompiledModel:
+    """A `.lat` file is compiled on the fly; anything else is loaded as an artifact.
+
+    `program` binds a context-placement artifact to the program in that file (its table
+    becomes the prompt).
+    """
     path = Path(path)
     if path.suffix == ".lat":
-        return compile_file(path, name=name).model
-    return CompiledModel.load(path)
+        model = compile_file(path, name=name, placement=placement).model
+    else:
+        model = CompiledModel.load(path)
+    if program is not None:
+        model = bind_program(model, check_file(program).get(program_name))
+    return model
 
 
 def word_of(model: CompiledModel, word: str | Sequence[str]) -> tuple[str, ...]:
@@ -67,7 +101,7 @@ def word_of(model: CompiledModel, word: str | Sequence[str]) -> tuple[str, ...]:
 
 
 def run_report(model: CompiledModel, result: RunResult) -> dict[str, object]:
-    """The `lat run --json` object (DESIGN §7) for one execution."""
+    """The `lat run --json` object (DESIGN §7) for one execution, per program kind."""
     interface = model.interface
     report: dict[str, object] = {
         "program": interface.program,
@@ -81,8 +115,47 @@ def run_report(model: CompiledModel, result: RunResult) -> dict[str, object]:
         trace = list(result.decoded[interface.trace_field])
         report["trace"] = trace
         report["final_state"] = trace[-1]
+    elif interface.kind == "memory":
+        report["steps"] = 1  # one lookup, as the interpreter counts it
+    elif interface.kind == "machine":
+        report.update(machine_outcome(interface, result))
     report["margin_resolved"] = result.margin_resolved
     return report
+
+
+def machine_outcome(interface: Interface, result: RunResult) -> dict[str, object]:
+    """Output tape, status, final state and steps of a machine run, read off its decodes.
+
+    The runtime only decodes; this replays what the model wrote (cell, symbol) for every
+    transition it took — the same sum of writes the model itself attends to.
+    """
+    answers = [dict(zip(result.decoded, values, strict=True))
+               for values in zip(*result.decoded.values(), strict=True)]
+    per_step = int(interface.extra.get("tokens_per_step", 1))
+    last = answers[-1]
+    if per_step == 1:  # answer i decides transition i+1; it was taken iff fed back
+        steps = result.steps
+        writes = [(answers[i]["cell"], answers[i]["write"]) for i in range(steps)]
+        state = answers[steps - 1]["state"] if steps else str(interface.extra["start"])
+    else:  # a_0, b_1, a_1, b_2, ...: b_k decides, a_k applies (unless its head is out)
+        steps = sum(1 for i in range(2, len(answers), 2) if answers[i]["head"] != "out")
+        writes = [(answers[2 * k - 2]["head"], answers[2 * k - 1]["write"])
+                  for k in range(1, steps + 1)]
+        state = answers[2 * steps]["state"]
+    if last["halt"] == "yes":
+        status = "halted"
+    elif last["head"] == "out":
+        status = "out_of_tape"
+    else:
+        status = "step_limit"
+    blank = str(interface.extra["blank"])
+    tape = list(result.input) + [blank] * (int(interface.max_input_length or 0)
+                                          - len(result.input))
+    for cell, symbol in writes:
+        tape[int(cell)] = symbol
+    one_char = all(len(s) == 1 for s in interface.extra["tape"])
+    return {"output": machine_output(tape, blank, one_char), "status": status,
+            "final_state": state, "steps": steps}
 
 
 def run(
@@ -93,15 +166,36 @@ def run(
     return run_report(model, rollout(model, [symbols], reference=reference)[0])
 
 
-def expected_report(declaration: CheckedAutomaton, word: tuple[str, ...]) -> dict[str, object]:
+REPORT_KEYS = {
+    "automaton": ("output", "trace", "final_state", "steps"),
+    "memory": ("output",),
+    "machine": ("output", "status", "final_state", "steps"),
+}
+
+
+def expected_report(declaration: Checked, word: tuple[str, ...]) -> dict[str, object]:
     """What the reference interpreter says the run report must contain."""
+    if isinstance(declaration, CheckedMemory):
+        return {"output": interpret(declaration, word[0]).output}
     truth = interpret(declaration, word)
-    return {
-        "output": truth.output,
-        "trace": list(truth.trace),
-        "final_state": truth.final_state,
-        "steps": truth.steps,
-    }
+    keys = REPORT_KEYS["automaton" if isinstance(declaration, CheckedAutomaton) else "machine"]
+    return {key: list(value) if isinstance(value, tuple) else value
+            for key, value in ((k, getattr(truth, k)) for k in keys)}
+
+
+def verify_domain(
+    declaration: Checked, max_len: int, samples: int, seed: int
+) -> tuple[list[tuple[str, ...]], str]:
+    """The inputs `verify` checks: words (automata, machines) or keys (memories)."""
+    if isinstance(declaration, CheckedMemory):
+        keys = [(k,) for k in declaration.keys]
+        if declaration.default is not None:  # keys outside the table take the default
+            keys += [("<not-a-key>",), ("",)]
+        return keys, "exhaustive"
+    if isinstance(declaration, CheckedMachine):
+        alphabet = tuple(s for s in declaration.tape if s != declaration.blank)
+        return domain_words(alphabet, min(max_len, declaration.tape_cells), samples, seed)
+    return domain_words(declaration.alphabet, max_len, samples, seed)
 
 
 def domain_words(
@@ -167,9 +261,7 @@ def verify(
     """Run the compiled model and the interpreter on the domain and count disagreements."""
     started = time.perf_counter()
     model, declaration = compilation.model, compilation.declaration
-    if not isinstance(declaration, CheckedAutomaton):
-        raise InputError(f"verify does not support {model.interface.kind} programs yet")
-    words, domain = domain_words(declaration.alphabet, max_len, samples, seed)
+    words, domain = verify_domain(declaration, max_len, samples, seed)
     report = VerifyReport(model.interface.program, 0, 0, float("inf"), domain, max_len)
     for start in range(0, len(words), chunk):
         batch = words[start : start + chunk]

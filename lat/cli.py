@@ -20,6 +20,7 @@ from rich.table import Table
 
 from lat import api
 from lat.compiler.errors import LatError
+from lat.compiler.lower.memory import Embedding
 from lat.progress import progress_bar
 from lat.runtime.errors import ArtifactError, InputError, PrecisionError
 from lat.runtime.model import CompiledModel
@@ -70,43 +71,31 @@ def _summary_table(summary: dict[str, object], title: str) -> Table:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    compilation_checked = _check_only(args.file)
-    for warning in compilation_checked.warnings:
+    checked = api.check_file(args.file)
+    for warning in checked.warnings:
         err.print(str(warning), markup=False)
-    names = []
-    for declaration in compilation_checked.declarations:
-        kind = type(declaration).__name__.replace("Checked", "").lower()
-        names.append({"name": declaration.name, "kind": kind})
+    names = [{"name": d.name, "kind": type(d).__name__.replace("Checked", "").lower()}
+             for d in checked.declarations]
     if args.json:
         _print_json({"file": args.file, "ok": True, "declarations": names,
-                     "warnings": [str(w) for w in compilation_checked.warnings]})
+                     "warnings": [str(w) for w in checked.warnings]})
     else:
         listed = ", ".join(f"{n['kind']} {n['name']}" for n in names)
-        out.print(f"{args.file}: ok ({listed})")
+        out.print(f"{args.file}: ok ({listed})", markup=False)
     return 0
 
 
-def _check_only(path: str):
-    from lat.compiler.check import check_program
-    from lat.compiler.parse import parse_program
-
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ArtifactError(f"{path}: no such file") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ArtifactError(f"{path}: cannot read ({exc})") from None
-    return check_program(parse_program(text, path))
-
-
 def cmd_compile(args: argparse.Namespace) -> int:
+    embedding = Embedding(args.embedding, args.dim, args.seed)
     compilation = api.compile_file(args.file, name=args.name, placement=args.program_in,
-                                   minimise=args.minimise)
+                                   minimise=args.minimise, embedding=embedding)
     _warnings(compilation)
-    model = compilation.model
+    model = compilation.artifact  # for context placement: the universal executor
     target = Path(args.output or Path(args.file).with_suffix(".safetensors").name)
     model.save(target)
-    summary = {**model_summary(model), "artifact": str(target)}
+    summary = {**model_summary(model), "placement": args.program_in, "artifact": str(target)}
+    if args.program_in == "context":
+        summary.update(context_sizes(compilation.model))
     if args.minimise:
         summary["states"] = len(compilation.declaration.states)
     if args.json:
@@ -116,8 +105,20 @@ def cmd_compile(args: argparse.Namespace) -> int:
     return 0
 
 
+def context_sizes(bound: CompiledModel) -> dict[str, object]:
+    """Prompt length and tokens per simulated step of a bound context-placement model."""
+    per_step = int(bound.interface.extra.get("tokens_per_step", 1))
+    prompt = len(bound.interface.prompt)
+    return {"prompt_tokens": prompt, "tokens_per_step": per_step,
+            "tokens_for_t_steps": f"c(t) = {prompt} + {per_step}·t"}
+
+
 def cmd_run(args: argparse.Namespace) -> int:
-    model = api.load_model(args.file, name=args.name)
+    model = api.load_model(args.file, name=args.name, placement=args.program_in,
+                           program=args.program, program_name=args.program_name)
+    if model.interface.extra.get("placement") == "context" and not model.interface.prompt[:-1]:
+        raise InputError("this artifact executes a program given in its prompt: "
+                         "pass --program FILE")
     report = api.run(model, args.input, reference=args.reference)
     if not report["margin_resolved"]:
         raise PrecisionError(
@@ -130,13 +131,16 @@ def cmd_run(args: argparse.Namespace) -> int:
     out.print(f"[bold]{report['program']}[/] ({report['kind']}) on {' '.join(report['input'])!r}")
     if "trace" in report:
         out.print("trace:  " + " → ".join(report["trace"]), markup=False)
+    if "status" in report:
+        out.print(f"status: {report['status']}   final state: {report['final_state']}",
+                  markup=False)
     out.print(f"output: [bold]{report['output']}[/]   steps: {report['steps']}   "
               f"margin: {report['margin']:.3g}")
     return 0
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    compilation = api.compile_file(args.file, name=args.name)
+    compilation = api.compile_file(args.file, name=args.name, placement=args.program_in)
     _warnings(compilation)
     with progress_bar(not args.json) as progress:
         report = api.verify(compilation, max_len=args.max_len, samples=args.samples,
@@ -156,13 +160,13 @@ def cmd_verify(args: argparse.Namespace) -> int:
 def _source_model(args: argparse.Namespace) -> CompiledModel | None:
     if args.file is None:
         return None
-    return api.load_model(args.file, name=args.name)
+    return api.load_model(args.file, name=args.name, placement=args.program_in)
 
 
 def cmd_trace(args: argparse.Namespace) -> int:
     from lat.learner.traces import record_traces, sample_words, save_traces
 
-    model = api.load_model(args.file, name=args.name)
+    model = api.load_model(args.file, name=args.name, placement=args.program_in)
     words = sample_words(model.interface, args.samples, args.max_len,
                          np.random.default_rng(args.seed))
     traces = record_traces(model, words)
@@ -335,12 +339,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--name", help="declaration to compile when the file has several")
     p.add_argument("--program-in", choices=("weights", "context"), default="weights")
     p.add_argument("--minimise", action="store_true", help="compile the minimal DFA")
+    p.add_argument("--embedding", choices=("onehot", "random"), default="onehot",
+                   help="memory keys as one-hot or random unit vectors")
+    p.add_argument("--dim", type=_positive, help="dimension of random key embeddings")
+    p.add_argument("--seed", type=int, default=0, help="seed of random key embeddings")
     p.add_argument("--json", action="store_true")
 
     p = command("run", cmd_run, "execute a program or artifact on one input")
     p.add_argument("file", help=".lat program or artifact")
     p.add_argument("--input", required=True, help="the input word ('' is the empty word)")
     p.add_argument("--name")
+    p.add_argument("--program-in", choices=("weights", "context"), default="weights",
+                   help="placement when FILE is a .lat program")
+    p.add_argument("--program", help="a .lat program for a context-placement artifact")
+    p.add_argument("--program-name", help="declaration in --program when it has several")
     p.add_argument("--reference", action="store_true",
                    help="recompute every output with the loop form of the definition")
     p.add_argument("--json", action="store_true")
@@ -348,6 +360,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("verify", cmd_verify, "compare the compiled model with the interpreter")
     p.add_argument("file")
     p.add_argument("--name")
+    p.add_argument("--program-in", choices=("weights", "context"), default="weights")
     p.add_argument("--max-len", type=_non_negative, default=8)
     p.add_argument("--samples", type=_positive, default=20_000)
     p.add_argument("--seed", type=int, default=0)
@@ -356,6 +369,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("trace", cmd_trace, "record rollouts as (context, output) pairs")
     p.add_argument("file")
     p.add_argument("--name")
+    p.add_argument("--program-in", choices=("weights", "context"), default="weights")
     p.add_argument("--samples", type=_positive, default=1000, help="number of rollouts")
     p.add_argument("--max-len", type=_non_negative, default=64)
     p.add_argument("--seed", type=int, default=0)
@@ -366,6 +380,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("file", nargs="?", help=".lat program or artifact to learn from")
     p.add_argument("--traces", help="learn from a traces file made by `lat trace`")
     p.add_argument("--name")
+    p.add_argument("--program-in", choices=("weights", "context"), default="weights")
     p.add_argument("--samples", type=_positive, default=1000, help="number of rollouts")
     p.add_argument("--max-len", type=_non_negative, default=64)
     p.add_argument("--seed", type=int, default=0)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -62,8 +63,18 @@ def test_several_declarations_need_a_name():
     assert compile_source(source, "two.lat", name="two").model.interface.program == "two"
 
 
-def test_memory_and_machine_say_not_supported_yet():
-    source = "memory m {\n  a -> b\n}\n"
-    with pytest.raises(LatError, match="not supported yet") as caught:
-        compile_source(source, "m.lat")
+def test_minimise_is_for_automata_only():
+    with pytest.raises(LatError, match="automata only") as caught:
+        compile_source("memory m {\n  a -> b\n}\n", "m.lat", minimise=True)
     assert str(caught.value).startswith("m.lat:1:1:")
+
+
+def test_context_compile_saves_the_universal_executor():
+    source = "automaton p { alphabet: 0, 1 states: e, o start: e accept: e " \
+             "e 0 -> e e 1 -> o o 0 -> o o 1 -> e }"
+    compilation = compile_source(source, "p.lat", placement="context")
+    assert compilation.artifact.interface.program == "<universal>"
+    assert compilation.artifact.interface.prompt == ({"bos": ()},)
+    assert compilation.model.interface.program == "p"
+    assert len(compilation.model.interface.prompt) == 1 + 4 + 1  # bos entry, table, query
+    assert torch.equal(compilation.model.V, compilation.artifact.V)  # same weights

@@ -102,7 +102,14 @@ def test_minimise_keeps_a_dead_state_and_drops_unreachable_ones() -> None:
     assert_minimal_and_equivalent(a, small)
 
 
-@pytest.mark.parametrize("path", sorted(PROGRAMS.glob("*.lat")), ids=lambda p: p.stem)
+SHIPPED_AUTOMATA = sorted(
+    p for p in PROGRAMS.glob("*.lat")
+    if all(isinstance(d, CheckedAutomaton)
+           for d in check_program(parse_program(p.read_text(), p.name)).declarations)
+)
+
+
+@pytest.mark.parametrize("path", SHIPPED_AUTOMATA, ids=lambda p: p.stem)
 def test_minimise_shipped_programs(path: Path) -> None:
     automaton = load(path.read_text())
     assert_minimal_and_equivalent(automaton, minimise(automaton))

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 
+from lat.compiler.bind import bind_program
 from lat.compiler.check import check_program
 from lat.compiler.errors import Diagnostic, LatError
 from lat.compiler.ir import CheckedAutomaton, CheckedMachine, CheckedMemory
 from lat.compiler.lower import Lowered
+from lat.compiler.lower.memory import Embedding
 from lat.compiler.parse import parse_program
 from lat.runtime.model import CompiledModel
 
@@ -25,6 +28,11 @@ class Compilation:
     model: CompiledModel
     declaration: Checked
     warnings: tuple[Diagnostic, ...]
+    executor: CompiledModel | None = None  # what to save: the model, or the unbound executor
+
+    @property
+    def artifact(self) -> CompiledModel:
+        return self.executor if self.executor is not None else self.model
 
 
 def compile_source(
@@ -34,38 +42,77 @@ def compile_source(
     name: str | None = None,
     placement: str = "weights",
     minimise: bool = False,
+    embedding: Embedding | None = None,
 ) -> Compilation:
-    """Compile one declaration of a `.lat` source to an MHLA artifact."""
+    """Compile one declaration of a `.lat` source to an MHLA artifact.
+
+    With placement "context" the artifact is the universal executor for the program's sizes
+    and the returned model is already bound to the program (`bind_program`); the saved
+    artifact is the unbound executor, which runs any program of those sizes.
+    """
     program = parse_program(text, filename)
     checked = check_program(program)
     declaration = checked.get(name)
     if minimise:
         declaration = minimise_declaration(declaration, filename)
-    lowered = lower(declaration, placement, filename)
+    lowered = lower(declaration, placement, filename, embedding)
     model = assemble(lowered, declaration, placement, text)
-    return Compilation(model=model, declaration=declaration, warnings=checked.warnings)
+    executor = model
+    if placement == "context":
+        model = bind_program(executor, declaration)
+    return Compilation(model=model, declaration=declaration, warnings=checked.warnings,
+                       executor=executor)
 
 
 def minimise_declaration(declaration: Checked, filename: str) -> Checked:
     from lat.compiler.graph import minimise
 
     if not isinstance(declaration, CheckedAutomaton):
-        raise _unsupported(declaration, filename, "--minimise applies to automata only")
+        raise LatError(Diagnostic(filename, declaration.source.pos,
+                                  "--minimise applies to automata only",
+                                  f"'{declaration.name}' is a {_kind(declaration)}"))
     return minimise(declaration)
 
 
-def lower(declaration: Checked, placement: str, filename: str) -> Lowered:
+def lower(
+    declaration: Checked, placement: str, filename: str, embedding: Embedding | None = None
+) -> Lowered:
     """Dispatch to the lowering pass of the declaration's kind."""
     if placement not in PLACEMENTS:
         raise ValueError(f"unknown placement '{placement}' (choose from {', '.join(PLACEMENTS)})")
-    if isinstance(declaration, CheckedAutomaton) and placement == "weights":
-        from lat.compiler.lower.automaton import lower_automaton
+    from lat.compiler.lower import automaton, machine, memory
 
-        return lower_automaton(declaration)
-    raise _unsupported(
-        declaration, filename,
-        f"{_kind(declaration)} declarations with --program-in {placement} are not supported yet",
-    )
+    if placement == "weights":
+        if isinstance(declaration, CheckedAutomaton):
+            return automaton.lower_automaton(declaration)
+        if isinstance(declaration, CheckedMemory):
+            return _embedding_errors(memory.lower_memory, declaration, embedding, filename)
+        return machine.lower_machine(declaration)
+    # context: universal weights sized for this program, which binds as the prompt
+    if isinstance(declaration, CheckedAutomaton):
+        return automaton.lower_automaton_context(len(declaration.states),
+                                                 len(declaration.alphabet))
+    if isinstance(declaration, CheckedMemory):
+        return _embedding_errors(memory.lower_memory_context_for, declaration, embedding,
+                                 filename)
+    return machine.lower_machine_context(len(declaration.states), len(declaration.tape),
+                                         declaration.tape_cells)
+
+
+def _embedding_errors(
+    lower_fn: Callable[[CheckedMemory, Embedding], Lowered],
+    declaration: CheckedMemory,
+    embedding: Embedding | None,
+    filename: str,
+) -> Lowered:
+    """Report a too-small random embedding at the declaration, as a program error."""
+    from lat.compiler.lower.memory import EmbeddingTooSmall
+
+    try:
+        return lower_fn(declaration, embedding or Embedding())
+    except EmbeddingTooSmall as exc:
+        raise LatError(Diagnostic(filename, declaration.source.pos, str(exc),
+                                  "raise --dim or use --embedding onehot")) from None
 
 
 def assemble(lowered: Lowered, declaration: Checked, placement: str, text: str) -> CompiledModel:
@@ -75,7 +122,7 @@ def assemble(lowered: Lowered, declaration: Checked, placement: str, text: str) 
         Q=torch.from_numpy(lowered.Q),
         interface=lowered.interface,
         info={
-            "program": declaration.name,
+            "program": declaration.name if placement == "weights" else "<universal>",
             "kind": _kind(declaration),
             "placement": placement,
             "decode_margin": lowered.decode_margin,
@@ -89,12 +136,6 @@ def assemble(lowered: Lowered, declaration: Checked, placement: str, text: str) 
 def _kind(declaration: Checked) -> str:
     return {CheckedAutomaton: "automaton", CheckedMemory: "memory",
             CheckedMachine: "machine"}[type(declaration)]
-
-
-def _unsupported(declaration: Checked, filename: str, message: str) -> LatError:
-    source = declaration.source
-    return LatError(Diagnostic(filename, source.pos, message,
-                               "automata compile with --program-in weights today"))
 
 
 __all__ = ["Compilation", "LatError", "compile_source"]

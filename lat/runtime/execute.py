@@ -132,6 +132,7 @@ class _FieldPlan:
 
     sources: list[tuple[str, str | None, torch.Tensor]]  # (kind, output name, table)
     const: int | None = None  # a const field: a fixed code
+    signed: bool = False  # (a, b, c): codes e_(a,b) and −e_(a,c)
 
 
 @dataclass
@@ -176,6 +177,13 @@ class _Tokens:
                     row = torch.zeros(d, dtype=torch.float64)
                     row[offset : offset + len(vector)] = torch.tensor(vector, dtype=torch.float64)
                     rows.append(row)
+        # A three-source product (a, b, c) embeds e_(a,b) − e_(a,c): the negative unit
+        # vectors get codes of their own, after the embedding rows.
+        specs = (*interface.prompt, *interface.feed_cycle)
+        signed = any(len(sources) == 3 for spec in specs for sources in spec.values())
+        self.negative_base = d + 1 + len(rows) if signed else None
+        if signed:
+            rows.extend(-torch.eye(d, dtype=torch.float64))
         self.binary = not rows
         self.basis = None if self.binary else torch.cat(
             [torch.eye(d, dtype=torch.float64), torch.zeros(1, d, dtype=torch.float64),
@@ -183,13 +191,17 @@ class _Tokens:
         self.nonnegative = self.binary or bool((self.basis >= 0).all())
         # An input symbol outside the alphabet takes `input_other` where the interface
         # declares one (a memory's default); check_word has already accepted it.
-        other = getattr(interface, "input_other", None)
-        self.alphabet = tuple(interface.input_alphabet) + ((other,) if other else ())
+        # `input_fill` is what "input:C" reads past the end of the input (a blank tape).
+        other, fill = interface.input_other, interface.input_fill
+        self.alphabet = (tuple(interface.input_alphabet) + ((other,) if other else ())
+                         + ((fill,) if fill is not None else ()))
         index = {s: i for i, s in enumerate(self.alphabet)}
-        unknown = len(self.alphabet) - 1 if other else None
+        unknown = index[other] if other else None
         self.lengths = torch.tensor([len(w) for w in words], dtype=torch.long)
         self.longest = int(self.lengths.max()) if words else 0
-        symbols = torch.zeros(self.batch, self.longest + 1, dtype=torch.long)
+        cells = max(self.longest, int(interface.max_input_length or 0))
+        symbols = torch.full((self.batch, cells + 1),
+                             index[fill] if fill is not None else 0, dtype=torch.long)
         flat = [index.get(s, unknown) for w in words for s in w]
         if flat:
             rows_ = torch.repeat_interleave(torch.arange(self.batch), self.lengths)
@@ -198,7 +210,7 @@ class _Tokens:
         self.symbols = symbols.to(device)
         self.lengths = self.lengths.to(device)
         self.prompt = [self._plan(spec) for spec in interface.prompt]
-        self.feed = self._plan(interface.feed)
+        self.feed = [self._plan(spec) for spec in interface.feed_cycle]
         self._input_columns: dict[int, torch.Tensor] = {}  # id(table) → table[symbols]
 
     def _plan(self, spec: TokenSpec | tuple) -> _SpecPlan:
@@ -213,6 +225,12 @@ class _Tokens:
                 continue
             if field.kind == "embedding":  # the code of value i is base + i
                 slots = [(field.values, 1, self.embedding_base[name])]
+            elif field.kind == "product" and len(sources) == 3:  # e_(a,b) − e_(a,c)
+                if self.negative_base is None:
+                    raise ValueError(f"signed token field '{name}' outside the interface")
+                width = len(field.values2)
+                slots = [(field.values, width, offset), (field.values2, 1, 0),
+                         (field.values2, 1, 0)]
             elif field.kind == "product":
                 slots = [(field.values, len(field.values2), offset), (field.values2, 1, 0)]
             else:
@@ -220,12 +238,15 @@ class _Tokens:
             if len(sources) != len(slots):
                 raise ValueError(f"token field '{name}' takes {len(slots)} source(s), "
                                  f"got {len(sources)}")
-            plan = _FieldPlan([])
+            plan = _FieldPlan([], signed=len(sources) == 3 and field.kind == "product")
             for source, (values, scale, base) in zip(sources, slots, strict=True):
                 if source == "input":
                     table = _value_table(values, self.alphabet, scale, base, device)
                     plan.sources.append(("input", None, table))
                     uses_input = True
+                elif source.startswith("input:"):  # cell C of the input, never consumed
+                    table = _value_table(values, self.alphabet, scale, base, device)
+                    plan.sources.append(("cell", source[len("input:"):], table))
                 elif source.startswith("output:"):
                     out = source[len("output:"):]
                     table = _value_table(values, interface.output_field(out).values, scale,
@@ -256,10 +277,12 @@ class _Tokens:
                 columns.append(torch.full((self.batch,), field.const, dtype=torch.long,
                                           device=self.device))
                 continue
-            total: torch.Tensor | None = None
+            parts = []
             for kind, name, table in field.sources:
                 if kind == "input":
                     part = self._input(table, pointer)
+                elif kind == "cell":
+                    part = table.index_select(0, self.symbols[:, int(name)])
                 elif kind == "output":
                     if decoded is None:
                         raise ValueError(f"the first prompt token reads output '{name}' "
@@ -267,9 +290,14 @@ class _Tokens:
                     part = table.index_select(0, decoded[name])
                 else:
                     part = table.expand(self.batch)
-                total = part if total is None else total + part
-            assert total is not None
-            columns.append(total)
+                parts.append(part)
+            if field.signed:
+                first, plus, minus = parts
+                bad = (first < 0) | (plus < 0) | (minus < 0)
+                columns.append(torch.where(bad, -1, first + plus))
+                columns.append(torch.where(bad, -1, self.negative_base + first + minus))
+            else:
+                columns.append(sum(parts[1:], parts[0]))
         if not columns:
             return torch.full((self.batch, 1), self.d, dtype=torch.long, device=self.device)
         coords = columns[0][:, None] if len(columns) == 1 else torch.stack(columns, dim=1)
@@ -547,6 +575,9 @@ def _rollout_batch(
             columns.append(tokens.coords(plan, None, pointer))
             masks.append(active)
             pointer += plan.uses_input
+        width = max(c.shape[1] for c in columns)  # tokens of differing field counts:
+        columns = [torch.nn.functional.pad(c, (0, width - c.shape[1]), value=d)  # pad with
+                   for c in columns]  # code d, "nothing"
         coords = torch.stack(columns, dim=1)  # (B, P, F)
         keep = torch.stack(masks, dim=1)[..., None]
         Z = tokens.dense(torch.where(keep, coords, d), dtype)
@@ -575,12 +606,13 @@ def _rollout_batch(
         for name, value in interface.halt_on
     ]
     limit = interface.max_steps if interface.max_steps is not None else math.inf
-    feed = tokens.feed
-    if not (feed.uses_input or halt_rules or math.isfinite(limit)):
+    cycle = tokens.feed
+    if not (any(plan.uses_input for plan in cycle) or halt_rules or math.isfinite(limit)):
         raise ValueError("the interface never stops: its feedback reads no input and it "
                          "has neither a halting rule nor max_steps")
     step = 0
-    while step < limit:
+    while cycle and step < limit:
+        feed = cycle[step % len(cycle)]
         if halt_rules and decoded is not None:
             for name, index in halt_rules:
                 now = active & (decoded[name] == index)

@@ -13,6 +13,8 @@ in V alone. Every output block is c_t times a one-hot, hence the decode margin i
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 
 from lat.compiler.ir import CheckedAutomaton
@@ -63,4 +65,85 @@ def lower_automaton(a: CheckedAutomaton) -> Lowered:
         interface=interface,
         decode_margin=1.0,
         margin_note="one-hot tokens and Q = I: every output block is c·e_target with c ≥ 1",
+    )
+
+
+# -- context placement: one set of weights for every automaton of given sizes ----------------
+
+
+def slot_names(prefix: str, count: int) -> tuple[str, ...]:
+    """Placeholder names of the universal executor's slots, replaced when a program binds."""
+    return tuple(f"<{prefix}{i}>" for i in range(count))
+
+
+def lower_automaton_context(states: int, symbols: int) -> Lowered:
+    """The universal automaton executor for ≤ `states` states and ≤ `symbols` symbols.
+
+    Tokens have a key part — `bos` or the pair (state, symbol) — and a value part — the
+    next state and its verdict. The prompt is the program's table, one token per entry
+    (bos ↦ (q_0, accept(q_0)), (q, a) ↦ (δ(q,a), accept(δ(q,a)))), then the `bos` query.
+    One head, the paper's associative-memory construction: Q = [[I,0],[0,0]] matches keys,
+    V = [[0,0],[0,I]] reads values. A query (q, a) — fed back from the decoded state and
+    the next input symbol — matches exactly one table entry; queries carry a zero value, so
+    the output is exactly that entry's value: decode margin 1.
+    """
+    interface = Interface(
+        kind="automaton",
+        program="<universal>",
+        input_alphabet=slot_names("a", symbols),
+        token_fields=(
+            TokenField("bos", "const"),
+            TokenField("key", "product", slot_names("q", states), slot_names("a", symbols)),
+            TokenField("value_state", "onehot", slot_names("q", states)),
+            TokenField("value_verdict", "onehot", VERDICTS),
+        ),
+        output_fields=(OutputField("state", slot_names("q", states)),
+                       OutputField("accept", VERDICTS)),
+        prompt=({"bos": ()},),
+        feed={"key": ("output:state", "input")},
+        result_field="accept",
+        trace_field="state",
+        extra={"placement": "context", "states": states, "symbols": symbols},
+    )
+    d, d_out = interface.d, interface.d_out
+    key_width = 1 + states * symbols
+    Q = np.zeros((1, d, d), dtype=np.float32)
+    Q[0, :key_width, :key_width] = np.eye(key_width)
+    V = np.zeros((1, d_out, d), dtype=np.float32)
+    V[0, :, key_width:] = np.eye(d_out)
+    return Lowered(V=V, Q=Q, interface=interface, decode_margin=1.0,
+                   margin_note="one-hot keys: a query matches exactly one table entry")
+
+
+def bind_automaton(interface: Interface, a: CheckedAutomaton) -> Interface:
+    """The universal executor's interface with program `a` on its slots and in its prompt."""
+    capacity_states = len(interface.token_field("value_state").values)
+    capacity_symbols = len(interface.input_alphabet)
+    if len(a.states) > capacity_states or len(a.alphabet) > capacity_symbols:
+        raise ValueError(
+            f"automaton '{a.name}' has {len(a.states)} states and {len(a.alphabet)} symbols; "
+            f"this executor runs at most {capacity_states} and {capacity_symbols}"
+        )
+    states = (*a.states, *slot_names("q", capacity_states)[len(a.states):])
+    symbols = (*a.alphabet, *slot_names("a", capacity_symbols)[len(a.alphabet):])
+
+    def entry(target: str) -> dict[str, tuple[str, ...]]:
+        return {"value_state": (f"const:{target}",),
+                "value_verdict": (f"const:{VERDICTS[target in a.accept]}",)}
+
+    table = [{"bos": (), **entry(a.start)}]
+    table += [{"key": (f"const:{q}", f"const:{s}"), **entry(target)}
+              for (q, s), target in a.transition_table.items()]
+    return dataclasses.replace(
+        interface,
+        program=a.name,
+        input_alphabet=tuple(a.alphabet),
+        token_fields=(
+            TokenField("bos", "const"),
+            TokenField("key", "product", states, symbols),
+            TokenField("value_state", "onehot", states),
+            TokenField("value_verdict", "onehot", VERDICTS),
+        ),
+        output_fields=(OutputField("state", states), OutputField("accept", VERDICTS)),
+        prompt=(*table, {"bos": ()}),
     )

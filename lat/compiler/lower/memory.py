@@ -1,0 +1,211 @@
+"""Lower an associative memory (weights placement), with one-hot or random key embeddings.
+
+Token: the key, one-hot over the table's keys (plus an `other` slot when there is a
+default, which every unknown key takes). One head, Q = I on the key block, and
+V = Σ_k e_value(k) u_kᵀ where u_k is the key's embedding. A query token u_q attends only to
+itself (the prompt is the single query token), so y = (u_qᵀ u_q)·V u_q = Σ_k ⟨u_k, u_q⟩ e_value(k).
+
+One-hot keys give y = e_value(q): margin 1. Random unit keys in D dimensions give crosstalk
+Σ_{k≠q} ⟨u_k, u_q⟩ on the other values; the margin is computed exactly over every key, and
+compilation fails — naming the smallest D that works for the seed — when it is not positive.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+import numpy as np
+
+from lat.compiler.ir import CheckedMemory
+from lat.compiler.lower import Lowered
+from lat.runtime.interface import Interface, OutputField, TokenField
+
+OTHER = "<other>"
+MAX_SEARCH_DIM = 1 << 14
+
+
+class EmbeddingTooSmall(ValueError):
+    """Random keys in this dimension collide: the decode margin is not positive."""
+
+
+@dataclass(frozen=True)
+class Embedding:
+    """How keys are embedded: one-hot, or random unit vectors in `dim` dimensions."""
+
+    kind: str = "onehot"  # "onehot" | "random"
+    dim: int | None = None
+    seed: int = 0
+
+
+def key_slots(memory: CheckedMemory) -> tuple[str, ...]:
+    """The key field's values: the table's keys, then `other` when there is a default."""
+    keys = tuple(memory.keys)
+    if memory.default is None:
+        return keys
+    other = OTHER
+    while other in keys:
+        other = "<" + other + ">"
+    return (*keys, other)
+
+
+def random_unit_keys(count: int, dim: int, seed: int) -> np.ndarray:
+    """`count` random unit vectors in R^dim (rows), reproducible from the seed."""
+    vectors = np.random.default_rng(seed).standard_normal((count, dim))
+    return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+
+
+def exact_margin(keys: np.ndarray, value_of_key: np.ndarray, values: int) -> float:
+    """min over keys q of score(value(q)) − max other score, with score = Σ ⟨u_k, u_q⟩."""
+    gram = keys @ keys.T  # (keys, keys): ⟨u_k, u_q⟩
+    scores = np.zeros((values, len(keys)))
+    np.add.at(scores, value_of_key, gram)  # scores[v, q] = Σ_{k: value(k)=v} ⟨u_k, u_q⟩
+    correct = scores[value_of_key, np.arange(len(keys))]
+    scores[value_of_key, np.arange(len(keys))] = -np.inf
+    return float((correct - scores.max(axis=0)).min()) if values > 1 else float(correct.min())
+
+
+def smallest_working_dim(value_of_key: np.ndarray, values: int, seed: int, start: int) -> int:
+    """The smallest dimension ≥ start whose random keys (same seed) give a positive margin."""
+    dim = max(start, 1)
+    while dim <= MAX_SEARCH_DIM:
+        keys = random_unit_keys(len(value_of_key), dim, seed)
+        if exact_margin(keys, value_of_key, values) > 0:
+            return dim
+        dim += 1
+    raise EmbeddingTooSmall(f"no dimension up to {MAX_SEARCH_DIM} separates the keys")
+
+
+def lower_memory(memory: CheckedMemory, embedding: Embedding = Embedding()) -> Lowered:
+    slots = key_slots(memory)
+    values = tuple(memory.values)
+    value_of_key = np.array(
+        [values.index(memory.table.get(k, memory.default)) for k in slots], dtype=np.int64
+    )
+    if embedding.kind == "onehot":
+        keys = np.eye(len(slots))
+        key_field = TokenField("key", "onehot", slots)
+    else:
+        dim = embedding.dim or len(slots)
+        keys = random_unit_keys(len(slots), dim, embedding.seed)
+        key_field = TokenField("key", "embedding", slots, vectors=tuple(map(tuple, keys)))
+    margin = exact_margin(keys, value_of_key, len(values))
+    if margin <= 0:
+        best = smallest_working_dim(value_of_key, len(values), embedding.seed, keys.shape[1] + 1)
+        raise EmbeddingTooSmall(
+            f"random {keys.shape[1]}-dimensional keys (seed {embedding.seed}) give decode "
+            f"margin {margin:.3g} ≤ 0 for memory '{memory.name}': keys would be confused; "
+            f"--dim {best} is the smallest that works for this seed"
+        )
+    interface = Interface(
+        kind="memory",
+        program=memory.name,
+        input_alphabet=tuple(memory.keys),
+        token_fields=(key_field,),
+        output_fields=(OutputField("value", values),),
+        prompt=({"key": ("input",)},),
+        feed=(),
+        result_field="value",
+        max_steps=0,
+        input_other=slots[-1] if memory.default is not None else None,
+        single_symbol_input=True,
+    )
+    V = np.zeros((1, len(values), keys.shape[1]), dtype=np.float32)
+    np.add.at(V[0], value_of_key, keys.astype(np.float32))
+    Q = np.eye(keys.shape[1], dtype=np.float32)[None]
+    note = ("one-hot keys: y = e_value exactly" if embedding.kind == "onehot" else
+            f"random unit keys in {keys.shape[1]} dimensions (seed {embedding.seed}): exact "
+            "margin over every key, crosstalk included")
+    return Lowered(V=V, Q=Q, interface=interface, decode_margin=margin, margin_note=note)
+
+
+# -- context placement: the paper's associative-memory construction --------------------------
+
+
+def worst_case_margin(keys: np.ndarray) -> float:
+    """A margin bound for every table over these keys: 1 − 2·max_q Σ_{k≠q} |⟨u_k, u_q⟩|."""
+    gram = np.abs(keys @ keys.T)
+    np.fill_diagonal(gram, 0.0)
+    return float(1.0 - 2.0 * gram.sum(axis=0).max()) if len(keys) > 1 else 1.0
+
+
+def lower_memory_context(keys: int, values: int, embedding: Embedding = Embedding()) -> Lowered:
+    """Universal weights for every memory of ≤ `keys` keys and ≤ `values` values.
+
+    Tokens are [key; value] (S1 §4.2): the table's pairs form the prompt, the query is
+    [u_q; 0]. One head with Q = [[I,0],[0,0]] and V = [[0,0],[0,I]]:
+    y = Σ_j ⟨u_j, u_q⟩ e_(v_j) + ‖u_q‖²·0 — the query's own value slot is zero, so the dropped
+    term of S1's eq. 14 vanishes by construction.
+    """
+    key_slots_ = tuple(f"<k{i}>" for i in range(keys))
+    value_slots = tuple(f"<v{i}>" for i in range(values))
+    if embedding.kind == "onehot":
+        vectors = np.eye(keys)
+        key_field = TokenField("key", "onehot", key_slots_)
+    else:
+        vectors = random_unit_keys(keys, embedding.dim or keys, embedding.seed)
+        key_field = TokenField("key", "embedding", key_slots_, vectors=tuple(map(tuple, vectors)))
+    margin = worst_case_margin(vectors)
+    if margin <= 0:
+        dim = vectors.shape[1] + 1
+        while worst_case_margin(random_unit_keys(keys, dim, embedding.seed)) <= 0:
+            dim += 1
+        raise EmbeddingTooSmall(
+            f"random {vectors.shape[1]}-dimensional keys (seed {embedding.seed}) cannot keep "
+            f"{keys} keys apart for every table (margin bound {margin:.3g} ≤ 0); --dim {dim} "
+            "is the smallest that works for this seed"
+        )
+    width = vectors.shape[1]
+    interface = Interface(
+        kind="memory",
+        program="<universal>",
+        input_alphabet=key_slots_,
+        token_fields=(key_field, TokenField("value", "onehot", value_slots)),
+        output_fields=(OutputField("value", value_slots),),
+        prompt=({"key": ("input",)},),
+        feed=(),
+        result_field="value",
+        max_steps=0,
+        single_symbol_input=True,
+        extra={"placement": "context", "keys": keys, "values": values},
+    )
+    Q = np.zeros((1, width + values, width + values), dtype=np.float32)
+    Q[0, :width, :width] = np.eye(width)
+    V = np.zeros((1, values, width + values), dtype=np.float32)
+    V[0, :, width:] = np.eye(values)
+    return Lowered(V=V, Q=Q, interface=interface, decode_margin=margin,
+                   margin_note="worst case over every table of these sizes")
+
+
+def lower_memory_context_for(memory: CheckedMemory, embedding: Embedding = Embedding()) -> Lowered:
+    """The universal memory sized for `memory` (its key slots and values)."""
+    return lower_memory_context(len(key_slots(memory)), len(memory.values), embedding)
+
+
+def bind_memory(interface: Interface, memory: CheckedMemory) -> Interface:
+    """The universal memory's interface with `memory`'s table as its prompt."""
+    slots = key_slots(memory)
+    values = tuple(memory.values)
+    key_field = interface.token_field("key")
+    value_capacity = len(interface.token_field("value").values)
+    if len(slots) > len(key_field.values) or len(values) > value_capacity:
+        raise ValueError(
+            f"memory '{memory.name}' needs {len(slots)} key slots and {len(values)} values; "
+            f"this executor holds {len(key_field.values)} and {value_capacity}"
+        )
+    key_names = (*slots, *key_field.values[len(slots):])
+    value_names = (*values, *interface.token_field("value").values[len(values):])
+    table = tuple(
+        {"key": (f"const:{k}",), "value": (f"const:{memory.table.get(k, memory.default)}",)}
+        for k in slots
+    )
+    return dataclasses.replace(
+        interface,
+        program=memory.name,
+        input_alphabet=tuple(memory.keys),
+        token_fields=(dataclasses.replace(key_field, values=key_names),
+                      TokenField("value", "onehot", value_names)),
+        output_fields=(OutputField("value", value_names),),
+        prompt=(*table, {"key": ("input",)}),
+        input_other=slots[-1] if memory.default is not None else None,
+    )
