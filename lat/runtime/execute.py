@@ -575,10 +575,7 @@ def _rollout_batch(
             columns.append(tokens.coords(plan, None, pointer))
             masks.append(active)
             pointer += plan.uses_input
-        width = max(c.shape[1] for c in columns)  # tokens of differing field counts:
-        columns = [torch.nn.functional.pad(c, (0, width - c.shape[1]), value=d)  # pad with
-                   for c in columns]  # code d, "nothing"
-        coords = torch.stack(columns, dim=1)  # (B, P, F)
+        coords = _stack_codes(columns, d)  # (B, P, F)
         keep = torch.stack(masks, dim=1)[..., None]
         Z = tokens.dense(torch.where(keep, coords, d), dtype)
         Y = main.prefill(Z)
@@ -638,6 +635,14 @@ def _rollout_batch(
                     recorded_y if record else None, len(prompt))
 
 
+def _stack_codes(columns: list[torch.Tensor], d: int) -> torch.Tensor:
+    """Stack per-position codes (B, F_i) into (B, P, max F), padding with d ("nothing"):
+    tokens of different specs may have different numbers of fields."""
+    width = max(c.shape[1] for c in columns)
+    return torch.stack([torch.nn.functional.pad(c, (0, width - c.shape[1]), value=d)
+                        for c in columns], dim=1)
+
+
 def _collect(
     interface: Interface,
     words: list[tuple[str, ...]],
@@ -673,7 +678,7 @@ def _collect(
     index_rows = indices.numpy()
     token_rows = output_rows = None
     if recorded_coords is not None and recorded_y is not None:
-        coords = torch.stack(recorded_coords, dim=1)
+        coords = _stack_codes(recorded_coords, tokens.d)
         token_rows = tokens.dense(coords, dtype).cpu().numpy()
         output_rows = torch.stack(recorded_y, dim=1).to(dtype).cpu().numpy()
     results = []
