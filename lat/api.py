@@ -159,11 +159,19 @@ def machine_outcome(interface: Interface, result: RunResult) -> dict[str, object
 
 
 def run(
-    model: CompiledModel, word: str | Sequence[str], *, reference: bool = False
+    model: CompiledModel,
+    word: str | Sequence[str],
+    *,
+    reference: bool = False,
+    kernel: str = "auto",
+    device: str = "auto",
+    weights: str = "fp32",
 ) -> dict[str, object]:
     """Execute one input and return the `lat run --json` object."""
     symbols = word_of(model, word)
-    return run_report(model, rollout(model, [symbols], reference=reference)[0])
+    result = rollout(model, [symbols], reference=reference, kernel=kernel, device=device,
+                     weights=weights)[0]
+    return run_report(model, result)
 
 
 REPORT_KEYS = {

@@ -23,6 +23,7 @@ from lat.compiler.errors import LatError
 from lat.compiler.lower.memory import Embedding
 from lat.progress import progress_bar
 from lat.runtime.errors import ArtifactError, InputError, PrecisionError
+from lat.runtime.kernels import KERNELS
 from lat.runtime.model import CompiledModel
 
 out = Console(highlight=False)
@@ -119,7 +120,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     if model.interface.extra.get("placement") == "context" and not model.interface.prompt[:-1]:
         raise InputError("this artifact executes a program given in its prompt: "
                          "pass --program FILE")
-    report = api.run(model, args.input, reference=args.reference)
+    report = api.run(model, args.input, reference=args.reference, kernel=args.kernel,
+                     device=args.device, weights=args.weights)
     if not report["margin_resolved"]:
         raise PrecisionError(
             f"decode margin {report['margin']:.3g} is below what the number format resolves; "
@@ -273,6 +275,21 @@ def plot_weights(model: CompiledModel, path: str, max_heads: int = 4) -> None:
     plt.close(figure)
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    from lat.bench import run_bench, summary_rows
+
+    result = run_bench(quick=args.quick, device=args.device)
+    if args.json:
+        _print_json(result)
+        return 0
+    table = Table("figure", "value", title=f"lat bench on {result.get('device')}",
+                  title_justify="left")
+    for figure, value in summary_rows(result):
+        table.add_row(figure, value)
+    out.print(table)
+    return 0
+
+
 DEMO_PROGRAM = "div3.lat"
 DEMO_INPUTS = ("110", "1001", "111111", "10")
 
@@ -355,6 +372,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--program-name", help="declaration in --program when it has several")
     p.add_argument("--reference", action="store_true",
                    help="recompute every output with the loop form of the definition")
+    p.add_argument("--kernel", choices=KERNELS, default="auto",
+                   help="MHLA form (auto picks by length and device)")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    p.add_argument("--weights", choices=("fp32", "bf16", "fp16"), default="fp32",
+                   help="weight format (the state is fp32 always)")
     p.add_argument("--json", action="store_true")
 
     p = command("verify", cmd_verify, "compare the compiled model with the interpreter")
@@ -395,6 +417,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
 
     command("demo", cmd_demo, "compile, run, verify and relearn a shipped program")
+
+    p = command("bench", cmd_bench, "measure the runtime against this machine's matmul")
+    p.add_argument("--quick", action="store_true", help="fewer repetitions (< 60 s)")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    p.add_argument("--json", action="store_true")
     return parser
 
 
@@ -420,6 +447,9 @@ def main(argv: list[str] | None = None) -> int:
         err.print(str(error.diagnostic), markup=False)
         return 2
     except (InputError, ArtifactError, PrecisionError) as error:
+        err.print(f"lat: error: {error}", markup=False)
+        return 1
+    except (ValueError, RuntimeError) as error:  # e.g. --device cuda on a CPU machine
         err.print(f"lat: error: {error}", markup=False)
         return 1
     except KeyboardInterrupt:
