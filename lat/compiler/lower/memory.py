@@ -7,7 +7,8 @@ itself (the prompt is the single query token), so y = (u_qᵀ u_q)·V u_q = Σ_k
 
 One-hot keys give y = e_value(q): margin 1. Random unit keys in D dimensions give crosstalk
 Σ_{k≠q} ⟨u_k, u_q⟩ on the other values; the margin is computed exactly over every key, and
-compilation fails — naming the smallest D that works for the seed — when it is not positive.
+compilation fails — naming the smallest D that works for the seed — when it is not above
+what fp32 execution resolves (a positive margin of 1e-6 would still be a coin toss).
 """
 
 from __future__ import annotations
@@ -16,9 +17,11 @@ import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 
 from lat.compiler.ir import CheckedMemory
 from lat.compiler.lower import Lowered
+from lat.runtime.execute import resolution
 from lat.runtime.interface import Interface, OutputField, TokenField
 
 OTHER = "<other>"
@@ -65,12 +68,20 @@ def exact_margin(keys: np.ndarray, value_of_key: np.ndarray, values: int) -> flo
     return float((correct - scores.max(axis=0)).min()) if values > 1 else float(correct.min())
 
 
+def fp32_resolves(margin: float, keys: np.ndarray) -> bool:
+    """Is the margin above what fp32 execution resolves at these outputs' magnitude?"""
+    magnitude = max(1.0, float(np.abs(keys @ keys.T).sum(axis=0).max()))
+    floor = float(resolution(torch.float32, torch.tensor(magnitude)))
+    return margin > floor
+
+
 def smallest_working_dim(value_of_key: np.ndarray, values: int, seed: int, start: int) -> int:
-    """The smallest dimension ≥ start whose random keys (same seed) give a positive margin."""
+    """The smallest dimension ≥ start whose random keys (same seed) give a margin that fp32
+    resolves."""
     dim = max(start, 1)
     while dim <= MAX_SEARCH_DIM:
         keys = random_unit_keys(len(value_of_key), dim, seed)
-        if exact_margin(keys, value_of_key, values) > 0:
+        if fp32_resolves(exact_margin(keys, value_of_key, values), keys):
             return dim
         dim += 1
     raise EmbeddingTooSmall(f"no dimension up to {MAX_SEARCH_DIM} separates the keys")
@@ -90,12 +101,12 @@ def lower_memory(memory: CheckedMemory, embedding: Embedding = Embedding()) -> L
         keys = random_unit_keys(len(slots), dim, embedding.seed)
         key_field = TokenField("key", "embedding", slots, vectors=tuple(map(tuple, keys)))
     margin = exact_margin(keys, value_of_key, len(values))
-    if margin <= 0:
+    if not fp32_resolves(margin, keys):
         best = smallest_working_dim(value_of_key, len(values), embedding.seed, keys.shape[1] + 1)
         raise EmbeddingTooSmall(
             f"random {keys.shape[1]}-dimensional keys (seed {embedding.seed}) give decode "
-            f"margin {margin:.3g} ≤ 0 for memory '{memory.name}': keys would be confused; "
-            f"--dim {best} is the smallest that works for this seed"
+            f"margin {margin:.3g} for memory '{memory.name}', too small for fp32 to keep the "
+            f"keys apart; --dim {best} is the smallest that works for this seed"
         )
     interface = Interface(
         kind="memory",
