@@ -300,7 +300,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     text = api.shipped_program(DEMO_PROGRAM)
     out.rule(f"1. the program: {DEMO_PROGRAM}")
-    out.print(Syntax(text, "python", theme="ansi_dark", line_numbers=False))
+    out.print(Syntax(text, "python", theme="ansi_dark", line_numbers=False, word_wrap=True))
     from lat.compiler import compile_source
 
     compilation = compile_source(text, DEMO_PROGRAM)

@@ -5,6 +5,8 @@ construction, written in the many ways the grammar allows (names, numbers and qu
 symbols, `|`, `*`, header items in any order, comments, odd spacing) — so a property test
 exercises the whole front end, not one canonical layout. `words()` draws inputs for them,
 and `program_asts()` draws syntactically arbitrary ASTs for print → parse round-trips.
+`machine_sources()` and `memory_sources()` do the same for bounded Turing machines and
+associative memories; `machine_inputs()` draws input words for a machine.
 
 Importing this module has no side effects (no Hypothesis profiles are registered).
 """
@@ -20,7 +22,16 @@ from lat.compiler import ast
 from lat.compiler.parse import RESERVED_WORDS
 from lat.compiler.printer import format_symbol, is_plain_name
 
-__all__ = ["automaton_sources", "names", "program_asts", "symbol_texts", "words"]
+__all__ = [
+    "automaton_sources",
+    "machine_inputs",
+    "machine_sources",
+    "memory_sources",
+    "names",
+    "program_asts",
+    "symbol_texts",
+    "words",
+]
 
 _FIRST = string.ascii_letters + "_"
 _REST = string.ascii_letters + string.digits + "_"
@@ -125,6 +136,114 @@ def automaton_sources(draw: st.DrawFn, min_states: int = 2, max_states: int = 30
     text = draw(st.sampled_from(["", "# a random automaton\n"]))
     text += f"automaton {name} {{" + draw(_separator())
     for line in body:
+        text += line + draw(_separator())
+    return text + "}\n"
+
+
+@st.composite
+def machine_sources(draw: st.DrawFn, min_states: int = 2, max_states: int = 8,
+                    min_symbols: int = 2, max_symbols: int = 4, max_steps: int = 64,
+                    max_cells: int = 32) -> str:
+    """The text of a random valid bounded Turing machine.
+
+    The tape alphabet has min_symbols..max_symbols symbols, the blank `_` among them (at a
+    random place in the list); min_states..max_states states, a non-empty random set of
+    them halting (the start state may be one; halting states may be unreachable, which the
+    checker only warns about). Every non-halting state has a rule for every tape symbol —
+    random write, move (L, R or S) and next state — written one per line, grouped with `|`
+    or as `*`. `bound: steps S, tape N` has 1 ≤ S ≤ max_steps and 1 ≤ N ≤ max_cells.
+    """
+    n_states = draw(st.integers(min_states, max_states))
+    n_symbols = draw(st.integers(max(min_symbols, 1), max(max_symbols, min_symbols, 1)))
+    states = draw(st.lists(names(), min_size=n_states, max_size=n_states, unique=True))
+    others = draw(st.lists(symbol_texts().filter(lambda text: text != "_"),
+                           min_size=n_symbols - 1, max_size=n_symbols - 1, unique=True))
+    tape = list(others)
+    tape.insert(draw(st.integers(0, len(others))), "_")
+    start = draw(st.sampled_from(states))
+    halt = draw(st.lists(st.sampled_from(states), min_size=1, max_size=n_states, unique=True))
+    steps = draw(st.integers(1, max(max_steps, 1)))
+    cells = draw(st.integers(1, max(max_cells, 1)))
+    name = draw(names())
+
+    def sym(text: str) -> str:
+        return draw(_symbol_written(text))
+
+    header = [
+        "tape: " + ", ".join(sym(text) for text in tape),
+        "blank: " + sym("_"),
+        "states: " + ", ".join(states),
+        f"start: {start}",
+        "halt: " + ", ".join(halt),
+        f"bound: steps {steps}, tape {cells}",
+    ]
+    header = draw(st.permutations(header))
+
+    lines: list[str] = []
+    for state in states:
+        if state in halt:
+            continue
+        by_action: dict[tuple[str, str, str], list[str]] = {}
+        for text in tape:
+            action = (draw(st.sampled_from(tape)), draw(st.sampled_from("LRS")),
+                      draw(st.sampled_from(states)))
+            by_action.setdefault(action, []).append(text)
+        groups = list(by_action.items())
+        star = draw(st.integers(-1, len(groups) - 1))  # which group becomes `*`, if any
+        for index, ((write, move, target), texts) in enumerate(groups):
+            action = f"{sym(write)} {move} {target}"
+            if index == star:
+                lines.append(f"{state} * -> {action}")
+            elif draw(st.booleans()):
+                lines.append(f"{state} {' | '.join(sym(t) for t in texts)} -> {action}")
+            else:
+                lines.extend(f"{state} {sym(t)} -> {action}" for t in texts)
+    lines = draw(st.permutations(lines))
+
+    text = draw(st.sampled_from(["", "# a random machine\n"]))
+    text += f"machine {name} {{" + draw(_separator())
+    for line in [*header, *lines]:
+        text += line + draw(_separator())
+    return text + "}\n"
+
+
+def machine_inputs(tape_symbols: Sequence[str], blank: str,
+                   cells: int) -> st.SearchStrategy[tuple[str, ...]]:
+    """Input words for a machine: over the non-blank tape symbols, of length 0..cells.
+
+    A machine whose only tape symbol is the blank gets the empty word.
+    """
+    symbols = tuple(s for s in tape_symbols if s != blank)
+    if not symbols:
+        return st.just(())
+    return words(symbols, 0, max(cells, 0))
+
+
+@st.composite
+def memory_sources(draw: st.DrawFn, min_pairs: int = 1, max_pairs: int = 60) -> str:
+    """The text of a random valid memory: min_pairs..max_pairs entries with unique keys.
+
+    Values come from a pool smaller than the table (about a third of its size), so several
+    keys usually share a value; `default:` is present about half the time, sometimes one
+    of the table's values, sometimes a new one. Entries come in random order, keys and
+    values in any of the ways a symbol may be written.
+    """
+    n_pairs = draw(st.integers(min_pairs, max_pairs))
+    keys = draw(st.lists(symbol_texts(), min_size=n_pairs, max_size=n_pairs, unique=True))
+    pool_size = draw(st.integers(1, max(1, (n_pairs + 2) // 3)))
+    pool = draw(st.lists(symbol_texts(), min_size=pool_size, max_size=pool_size, unique=True))
+    name = draw(names())
+
+    def sym(text: str) -> str:
+        return draw(_symbol_written(text))
+
+    lines = [f"{sym(key)} -> {sym(draw(st.sampled_from(pool)))}" for key in keys]
+    if draw(st.booleans()):
+        default = draw(st.sampled_from(pool) | symbol_texts())
+        lines.insert(draw(st.integers(0, len(lines))), f"default: {sym(default)}")
+    text = draw(st.sampled_from(["", "# a random memory\n"]))
+    text += f"memory {name} {{" + draw(_separator())
+    for line in lines:
         text += line + draw(_separator())
     return text + "}\n"
 
