@@ -20,6 +20,8 @@ from rich.table import Table
 
 from lat import api
 from lat.compiler.errors import LatError
+from lat.compiler.graph import to_dot
+from lat.compiler.ir import CheckedAutomaton
 from lat.compiler.lower.memory import Embedding
 from lat.progress import progress_bar
 from lat.runtime.errors import ArtifactError, InputError, PrecisionError
@@ -223,16 +225,12 @@ def _print_learn(report: dict, output: str | None) -> None:
 def cmd_inspect(args: argparse.Namespace) -> int:
     path = Path(args.file)
     if args.dot:
-        from lat.compiler.graph import to_dot
-
         if path.suffix != ".lat":
             raise InputError("--dot draws a program's state graph: give the .lat file")
-        compilation = api.compile_file(path, name=args.name)
-        from lat.compiler.ir import CheckedAutomaton
-
-        if not isinstance(compilation.declaration, CheckedAutomaton):
+        declaration = api.check_file(path).get(args.name)
+        if not isinstance(declaration, CheckedAutomaton):
             raise InputError("--dot draws automata only")
-        sys.stdout.write(to_dot(compilation.declaration))
+        sys.stdout.write(to_dot(declaration))
         return 0
     model = api.load_model(path, name=args.name)
     summary = {**model_summary(model), "interface": json.loads(model.interface.to_json())}
