@@ -72,6 +72,8 @@ class LearnResult:
             "samples": self.samples,
             "train_max_abs_error": self.train_max_abs_error,
             "heads": self.heads,
+            "heads_before_minimising": (self.fit.heads_before_minimising
+                                        if self.fit is not None else None),
             "certificate": {
                 "lambda_min_full": c.lambda_min_full,
                 "coverage_residual": c.coverage_residual,

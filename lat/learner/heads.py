@@ -42,7 +42,8 @@ from lat.learner.features import Coefficients, column_labels, feature_triples, n
 ZERO_RTOL = 1e-12
 RANK_RTOL = 1e-11
 
-__all__ = ["RANK_RTOL", "ZERO_RTOL", "head_coefficients", "lift", "recover_heads"]
+__all__ = ["RANK_RTOL", "ZERO_RTOL", "head_coefficients", "lift", "minimise_heads",
+           "recover_heads"]
 
 
 def lift(coefficients: Coefficients) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -191,3 +192,131 @@ def head_coefficients(V: np.ndarray, Q: np.ndarray) -> np.ndarray:
     out = p.T.copy()
     assert out.shape == (n_features(d), d_out)
     return out
+
+
+# --------------------------------------------------------------------------------------
+# Minimal heads (our addition; PAPER_NOTES §7 q.9)
+# --------------------------------------------------------------------------------------
+
+MINIMISE_RTOL = 1e-11  # accept a head set whose coefficients match to this × max|p|
+MINIMISE_ITERATIONS = 400  # alternating steps per candidate head count
+MINIMISE_MAX_HEADS = 16  # largest head count tried (ascending from 1)
+MINIMISE_MAX_D = 32  # larger d: not attempted (the per-step systems grow as d³·r)
+STALL_STEPS, STALL_FACTOR = 20, 0.5  # abandon a start when 20 steps do not halve the residual
+MINIMISE_STARTS = 3  # random starts per head count
+
+
+def minimise_heads(
+    coefficients: Coefficients | np.ndarray,
+    d: int,
+    d_out: int,
+    *,
+    support: np.ndarray | None = None,
+    max_heads: int = MINIMISE_MAX_HEADS,
+    iterations: int = MINIMISE_ITERATIONS,
+    rtol: float = MINIMISE_RTOL,
+    seed: int = 0,
+    starts: int = MINIMISE_STARTS,
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """The fewest heads (V, Q) found whose reduced coefficients equal these, or None.
+
+    Algorithm 1 returns rank(W) heads for the even split of pair coefficients, but every
+    W with the same symmetrisation p(W) computes the same function (Corollary A.4): the
+    part of W antisymmetric in (j, k) is free, and with `support` so is every coefficient
+    of a feature outside it. This searches that affine set for a low-rank member by
+    alternating least squares on the factors, for r = 1, 2, … heads in turn:
+
+        V-step  Q fixed, p(V, Q) is linear in V and the problem splits over outputs a
+                (one (F × r·d) system, d_out right-hand sides);
+        Q-step  V fixed, linear in Q and splits over the current-token coordinate l
+                (one (d_out·d(d+1)/2 × r·d) system per l, restricted to the support).
+
+    Starting points: `starts` draws of i.i.d. normal factors from `seed`. A head count r
+    is accepted when
+    max |p(V, Q) − p| ≤ rtol·max|p| on the constrained features (the support, or all);
+    a start is abandoned after `iterations` steps or when the residual stalls (20 steps
+    that do not halve it). The result is the smallest r ≤ max_heads this search reaches:
+    an upper bound on the true minimum (ALS is local, so a failed r proves nothing). None
+    when no r ≤ max_heads succeeded or d > MINIMISE_MAX_D.
+    """
+    if not isinstance(coefficients, Coefficients):
+        coefficients = Coefficients.from_dense(np.asarray(coefficients), d)
+    if d > MINIMISE_MAX_D:
+        return None
+    dense = coefficients.dense()  # (F, d_out)
+    F = n_features(d)
+    rows = (np.arange(F) if support is None
+            else np.asarray(support, dtype=np.int64))
+    scale = float(np.abs(dense[rows]).max()) if rows.size else 0.0
+    if scale == 0.0:
+        return np.zeros((1, d_out, d)), np.zeros((1, d, d))
+    rng = np.random.default_rng(seed)
+    for r in range(1, max_heads + 1):
+        for _ in range(starts):
+            found = _als(dense, rows, d, d_out, r, iterations, rtol * scale, rng)
+            if found is not None:
+                return found
+    return None
+
+
+def _als(dense: np.ndarray, rows: np.ndarray, d: int, d_out: int, r: int, iterations: int,
+         tol: float, rng: np.random.Generator,
+         start: tuple[np.ndarray, np.ndarray] | None = None
+         ) -> tuple[np.ndarray, np.ndarray] | None:
+    j, k, l = feature_triples(d, rows).T
+    off = j != k
+    # Q-step layout: per l, the equations are the constrained (a, pair) entries.
+    by_l = [np.flatnonzero(l == value) for value in range(d)]
+    target = dense[rows]  # (n, d_out)
+    V = rng.standard_normal((r, d_out, d))
+    Q = rng.standard_normal((r, d, d))
+    if start is not None:  # leading r heads of a known decomposition (Algorithm 1's)
+        take = min(r, start[0].shape[0])
+        V[:take], Q[:take] = start[0][:take], start[1][:take]
+    history: list[float] = []
+    for _ in range(iterations):
+        # V-step: M[(row), (h, j')] with p_a[row] = Σ M x_a
+        M = np.zeros((rows.size, r, d))
+        M[np.arange(rows.size), :, j] += Q[:, k, l].T
+        M[np.flatnonzero(off), :, k[off]] += Q[:, j[off], l[off]].T
+        X = _lstsq(M.reshape(rows.size, r * d), target)
+        V = X.reshape(r, d, d_out).transpose(0, 2, 1)
+        # Q-step: for each l, unknowns Q[h, k', l]
+        worst = 0.0
+        for value, at in enumerate(by_l):
+            if at.size == 0:
+                continue
+            jj, kk, oo = j[at], k[at], off[at]
+            n = at.size
+            M = np.zeros((d_out, n, r, d))
+            M[:, np.arange(n), :, kk] += V[:, :, jj].transpose(2, 1, 0)
+            M[:, np.flatnonzero(oo), :, jj[oo]] += V[:, :, kk[oo]].transpose(2, 1, 0)
+            M = M.reshape(d_out * n, r * d)
+            rhs = target[at].T.reshape(d_out * n)
+            x = _lstsq(M, rhs)
+            Q[:, :, value] = x.reshape(r, d)
+            worst = max(worst, float(np.abs(M @ x - rhs).max()))
+        history.append(worst)
+        if worst <= tol:
+            return V.copy(), Q.copy()
+        if len(history) > STALL_STEPS and worst > STALL_FACTOR * history[-STALL_STEPS - 1]:
+            return None
+    return None
+
+
+def _lstsq(M: np.ndarray, rhs: np.ndarray) -> np.ndarray:
+    """Least squares through the normal equations plus one refinement step.
+
+    The systems here are tall and thin (thousands × r·d); LAPACK's lstsq on them is slowed
+    by BLAS thread contention on small CPUs, a (r·d)² solve is not. Refinement restores
+    the accuracy the squared condition number costs; rank deficiency falls back to lstsq.
+    """
+    G = M.T @ M
+    try:
+        x = np.linalg.solve(G, M.T @ rhs)
+        x += np.linalg.solve(G, M.T @ (rhs - M @ x))
+    except np.linalg.LinAlgError:
+        return np.linalg.lstsq(M, rhs, rcond=None)[0]
+    if not np.all(np.isfinite(x)):
+        return np.linalg.lstsq(M, rhs, rcond=None)[0]
+    return x

@@ -48,7 +48,7 @@ import numpy as np
 import torch
 
 from lat.learner.features import Coefficients, column_labels, n_features, prefix_features
-from lat.learner.heads import recover_heads
+from lat.learner.heads import MINIMISE_MAX_D, MINIMISE_MAX_HEADS, minimise_heads, recover_heads
 
 EIG_RTOL = 1e-11
 BATCH_ENTRIES = 1 << 22  # dense numbers per row batch of one block (32 MiB of float64)
@@ -106,6 +106,7 @@ class Fit:
     output_scale: float  # max |y| over the training samples
     featureless_samples: int  # samples whose features are all zero (predicted 0)
     seconds: dict[str, float] = field(default_factory=dict)
+    heads_before_minimising: int | None = None  # heads from recover_heads, before minimising
 
     @property
     def heads(self) -> int:
@@ -140,12 +141,18 @@ def fit(
     *,
     pack_heads: bool = True,
     progress: Progress | None = None,
+    minimise: bool | None = None,
 ) -> Fit:
     """Least-squares fit of an MHLA to every prefix of every sequence, then heads.
 
     `data` is a `Traces` or a sequence of (tokens (T, d), outputs (T, d_out)) pairs.
     `pack_heads` lets head recovery share heads between blocks where that only changes
     coefficients off the training support (heads.py); False gives Algorithm 1's rank(W).
+    `minimise` searches for fewer heads with the same coefficients on the support
+    (`heads.minimise_heads`, alternating least squares); None (default) does so when the
+    data use every reduced feature (dense tokens, e.g. a random MHLA) and d ≤ 32 — the
+    one-hot programs' sparse fits keep their packed heads. The minimised heads are kept
+    only when fewer; `heads_before_minimising` records recover_heads' count either way.
     """
     seconds: dict[str, float] = {}
     clock = time.perf_counter()
@@ -200,6 +207,14 @@ def fit(
 
     clock = time.perf_counter()
     V, Q = recover_heads(coefficients, d, d_out, support=support if pack_heads else None)
+    heads_before = int(V.shape[0])
+    if minimise is None:
+        minimise = support.size == n_features(d) and d <= MINIMISE_MAX_D
+    if minimise and V.shape[0] > 1:
+        found = minimise_heads(coefficients, d, d_out, support=support,
+                               max_heads=min(V.shape[0] - 1, MINIMISE_MAX_HEADS))
+        if found is not None and found[0].shape[0] < V.shape[0]:
+            V, Q = found
     seconds["heads"] = time.perf_counter() - clock
 
     clock = time.perf_counter()
@@ -229,6 +244,7 @@ def fit(
         output_scale=float(np.abs(Y).max()) if Y.size else 0.0,
         featureless_samples=int(N - np.count_nonzero(featured)),
         seconds=seconds,
+        heads_before_minimising=heads_before,
     )
 
 
