@@ -106,6 +106,7 @@ def learn(
     progress: Progress | None = None,
     dtype: str = "fp32",
     design_rounds: int = 4,
+    workers: int = 1,
 ) -> LearnResult:
     """Learn an MHLA from `source`'s rollouts (or from recorded `traces`) and certify it.
 
@@ -123,6 +124,10 @@ def learn(
     not cover (the certificate's own test), record them too and refit. The certificate is
     then computed on a fresh domain sample drawn independently of every word trained on, so
     a covered domain is evidence, not an echo of the training set.
+
+    `workers` > 1 shards the regression over that many local processes (torch.distributed,
+    gloo on 127.0.0.1; lat/learner/distributed.py); the fit equals the single-process one
+    up to round-off.
     """
     if source is None and traces is None:
         raise ValueError("learn needs a source model or recorded traces")
@@ -144,7 +149,7 @@ def learn(
     seconds["record"] = time.perf_counter() - clock
 
     clock = time.perf_counter()
-    fitted = fit(traces, progress=progress)
+    fitted = _fit(traces, workers, progress)
     rounds = 0
     if designing:
         lengths = input_lengths(source, domain_max_len or max_len)
@@ -159,7 +164,7 @@ def learn(
                 break
             rounds += 1
             traces = _merge(traces, _record(source, uncovered, progress))
-            fitted = fit(traces, progress=progress)
+            fitted = _fit(traces, workers, progress)
     seconds["fit"] = time.perf_counter() - clock - fitted.seconds.get("train_check", 0.0)
     seconds["train_check"] = fitted.seconds.get("train_check", 0.0)
     model = CompiledModel(
@@ -232,6 +237,14 @@ def learn(
         seconds=seconds,
         fit=fitted,
     )
+
+
+def _fit(traces: Traces, workers: int, progress: Progress | None) -> Fit:
+    if workers > 1:
+        from lat.learner.distributed import fit_workers
+
+        return fit_workers(traces, workers)
+    return fit(traces, progress=progress)
 
 
 def _check_supported(model: CompiledModel) -> None:

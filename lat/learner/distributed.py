@@ -1,0 +1,337 @@
+"""The regression sharded over torch.distributed: each rank holds a shard of the traces.
+
+Every rank computes the sparse reduced features of its own sequences only. The fit then
+needs three collective steps (DESIGN §6's block structure, made global):
+
+1. **Support and blocks.** Each rank finds its shard's support columns and their
+   connected components; the (column, local component) pairs are all-gathered and every
+   rank computes the same global components from them (two columns are linked when some
+   rank links them) — the blocks the single-process fit finds on all the data.
+2. **Gram.** Each rank accumulates, per global block, the dense float64 Gram X_bᵀX_b,
+   X_bᵀY_b and the sample count of its shard (row batches, as `solve.fit` does); one
+   all-reduce (sum) of the concatenation gives the Grams of all the data.
+3. **Solve and check.** Rank 0 diagonalises every block's Λ_b, solves the minimum-norm
+   least squares (with one refinement step) and recovers heads; the result is broadcast.
+   Each rank then measures the training error of coefficients and heads on its shard and
+   an all-reduce (max) gives the global figures.
+
+The result is a `solve.Fit` equal to the single-process one up to round-off (summation
+order only: tested to 1e-9). Blocks are always solved in the primal (Gram) form here.
+
+Backends: gloo on CPU (the default; used by `learn(..., workers=N)`), nccl where
+`backend="nccl"` is asked for — the Gram is small, the features are built on the CPU.
+
+Local processes: `fit_workers(traces, workers)` spawns `workers` processes with
+torch.multiprocessing on 127.0.0.1 (a free port) and returns rank 0's Fit. The CLI's
+`lat learn --workers N` goes through `learn(source, workers=N)`.
+
+Several machines (torchrun; every node needs the traces file and lat installed):
+
+    torchrun --nnodes 2 --nproc-per-node 8 --node-rank <0|1> \\
+        --rdzv-backend c10d --rdzv-endpoint <host-of-node-0>:29500 \\
+        -m lat.learner.distributed traces.safetensors --out learned.safetensors
+
+Each rank loads the traces and keeps sequences rank, rank + world, …; rank 0 writes the
+learned model (a runtime artifact with the traces' interface) and prints a JSON summary.
+A single machine: `torchrun --standalone --nproc-per-node 4 -m lat.learner.distributed
+traces.safetensors --out learned.safetensors`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import sys
+import time
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+from lat.learner.features import Coefficients, column_labels, n_features
+from lat.learner.heads import MINIMISE_MAX_D, MINIMISE_MAX_HEADS, minimise_heads, recover_heads
+from lat.learner.solve import (
+    DENSE_LIMIT,
+    Block,
+    Fit,
+    _stack_features,
+    cutoff_for,
+    mhla_outputs,
+    row_batches,
+    sequence_pairs,
+)
+
+__all__ = ["fit_workers", "main", "sharded_fit"]
+
+
+def sharded_fit(
+    pairs: Sequence[tuple[np.ndarray, np.ndarray]],
+    d: int,
+    d_out: int,
+    *,
+    pack_heads: bool = True,
+    minimise: bool | None = None,
+) -> Fit:
+    """The fit of the union of every rank's `pairs` (this rank's shard); call on every rank
+    of an initialised process group. Returns the same Fit on every rank."""
+    seconds: dict[str, float] = {}
+    rank = dist.get_rank()
+    clock = time.perf_counter()
+    pairs = sequence_pairs(pairs)
+    tokens = [t for t, _ in pairs]
+    if pairs and sum(t.shape[0] for t in tokens):
+        rows, cols, vals = _stack_features(tokens, None)
+        Y = np.concatenate([o for _, o in pairs], axis=0)
+    else:
+        rows = cols = np.zeros(0, np.int64)
+        vals = np.zeros(0, np.float64)
+        Y = np.zeros((sum(t.shape[0] for t in tokens), d_out))
+    n_local = Y.shape[0]
+    seconds["features"] = time.perf_counter() - clock
+
+    # 1. global support and blocks
+    clock = time.perf_counter()
+    local_support, local = np.unique(cols, return_inverse=True)
+    local_labels = column_labels(rows, local, local_support.size)
+    gathered: list[object] = [None] * dist.get_world_size()
+    dist.all_gather_object(gathered, (local_support, local_labels))
+    all_cols = np.concatenate([np.asarray(c, np.int64) for c, _ in gathered])
+    offset, groups = 0, []
+    for _, lab in gathered:
+        groups.append(np.asarray(lab, np.int64) + offset)
+        offset += int(lab.max()) + 1 if len(lab) else 0
+    all_groups = np.concatenate(groups) if groups else np.zeros(0, np.int64)
+    support, index = np.unique(all_cols, return_inverse=True)
+    labels = column_labels(all_groups, index, support.size)
+    n_blocks = int(labels.max()) + 1 if labels.size else 0
+    col_order = np.argsort(labels, kind="stable")
+    col_bounds = np.searchsorted(labels[col_order], np.arange(n_blocks + 1))
+    sizes = np.diff(col_bounds)
+    support_position = np.empty(support.size, dtype=np.int64)
+    support_position[col_order] = np.arange(support.size) - np.repeat(col_bounds[:-1], sizes)
+    if np.any(sizes.astype(np.int64) ** 2 > DENSE_LIMIT):
+        raise ValueError("a connected block is too large to solve densely; use fewer traces")
+    seconds["components"] = time.perf_counter() - clock
+
+    # 2. per-block Grams of this shard, one all-reduce
+    clock = time.perf_counter()
+    g_offsets = np.concatenate([[0], np.cumsum(sizes * sizes + sizes * d_out + 1)])
+    buffer = np.zeros(int(g_offsets[-1]) + 3, dtype=np.float64)
+    position = np.searchsorted(support, cols)
+    entry_block = labels[position]
+    order = np.lexsort((rows, entry_block))
+    entry_bounds = np.searchsorted(entry_block[order], np.arange(n_blocks + 1))
+    for b in range(n_blocks):
+        take = order[entry_bounds[b] : entry_bounds[b + 1]]
+        if take.size == 0:
+            continue
+        n = int(sizes[b])
+        r, c, v = rows[take], support_position[position[take]], vals[take]
+        starts = np.flatnonzero(np.r_[True, r[1:] != r[:-1]])
+        sample_rows = r[starts]
+        m = sample_rows.size
+        local_row = np.repeat(np.arange(m), np.diff(np.r_[starts, r.size]))
+        G = np.zeros((n, n))
+        XtY = np.zeros((n, d_out))
+        Yb = Y[sample_rows]
+        for first, X in row_batches(local_row, c, v, m, n):
+            G += X.T @ X
+            XtY += X.T @ Yb[first : first + X.shape[0]]
+        at = int(g_offsets[b])
+        buffer[at : at + n * n] = G.ravel()
+        buffer[at + n * n : at + n * n + n * d_out] = XtY.ravel()
+        buffer[at + n * n + n * d_out] = m
+    featured = np.zeros(n_local, dtype=bool)
+    featured[rows] = True
+    buffer[-3] = n_local
+    buffer[-2] = n_local - np.count_nonzero(featured)
+    buffer[-1] = len(pairs)
+    summed = torch.from_numpy(buffer)
+    dist.all_reduce(summed, op=dist.ReduceOp.SUM)
+    buffer = summed.numpy()
+    N = int(round(buffer[-3]))
+    if N == 0:
+        raise ValueError("no training samples: every sequence is empty")
+    seconds["gram"] = time.perf_counter() - clock
+
+    # 3. rank 0 solves; broadcast
+    clock = time.perf_counter()
+    payload: list[object] = [None]
+    if rank == 0:
+        values = np.zeros((support.size, d_out))
+        blocks = []
+        for b in range(n_blocks):
+            n = int(sizes[b])
+            at = int(g_offsets[b])
+            G = buffer[at : at + n * n].reshape(n, n) / N
+            XtY = buffer[at + n * n : at + n * n + n * d_out].reshape(n, d_out) / N
+            lam, U = np.linalg.eigh(G)
+            cutoff = cutoff_for(lam)
+            keep = lam > cutoff
+            lam_r, U_r = lam[keep], U[:, keep]
+
+            def pinv(rhs: np.ndarray, U_r=U_r, lam_r=lam_r) -> np.ndarray:
+                return U_r @ ((U_r.T @ rhs) / lam_r[:, None])
+
+            w = pinv(XtY)
+            w += pinv(XtY - G @ w)
+            block_columns = col_order[col_bounds[b] : col_bounds[b + 1]]
+            values[block_columns] = w
+            blocks.append(Block(support[block_columns], lam, U_r, cutoff,
+                                int(round(buffer[at + n * n + n * d_out])), False))
+        coefficients = Coefficients(d, d_out, support, values)
+        V, Q = recover_heads(coefficients, d, d_out, support=support if pack_heads else None)
+        heads_before = int(V.shape[0])
+        if minimise is None:
+            minimise = support.size == n_features(d) and d <= MINIMISE_MAX_D
+        if minimise and V.shape[0] > 1:
+            found = minimise_heads(coefficients, d, d_out, support=support,
+                                   max_heads=min(V.shape[0] - 1, MINIMISE_MAX_HEADS))
+            if found is not None and found[0].shape[0] < V.shape[0]:
+                V, Q = found
+        payload = [(values, tuple(blocks), V, Q, heads_before)]
+    dist.broadcast_object_list(payload, src=0)
+    values, blocks, V, Q, heads_before = payload[0]
+    coefficients = Coefficients(d, d_out, support, values)
+    seconds["solve"] = time.perf_counter() - clock
+
+    # 4. errors on every shard, one all-reduce (max)
+    clock = time.perf_counter()
+    predicted = coefficients.predict(rows, cols, vals, n_local)
+    errors = np.zeros(3)
+    if n_local:
+        errors[0] = float(np.abs(predicted - Y).max())
+        errors[2] = float(np.abs(Y).max())
+        learned = mhla_outputs(V, Q, tokens)
+        errors[1] = max((float(np.abs(p - o).max()) for p, (_, o) in
+                         zip(learned, pairs, strict=True) if o.size), default=0.0)
+    reduced = torch.from_numpy(errors)
+    dist.all_reduce(reduced, op=dist.ReduceOp.MAX)
+    errors = reduced.numpy()
+    seconds["train_check"] = time.perf_counter() - clock
+
+    return Fit(
+        d=d,
+        d_out=d_out,
+        samples=N,
+        sequences=int(round(buffer[-1])),
+        features_total=n_features(d),
+        features_used=int(support.size),
+        coefficients=coefficients,
+        blocks=blocks,
+        support_block=labels,
+        support_position=support_position,
+        V=V,
+        Q=Q,
+        train_max_abs_error=float(errors[1]),
+        coefficient_max_abs_error=float(errors[0]),
+        output_scale=float(errors[2]),
+        featureless_samples=int(round(buffer[-2])),
+        seconds=seconds,
+        heads_before_minimising=heads_before,
+    )
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _worker(rank: int, world: int, port: int, pairs: list, d: int, d_out: int,
+            options: dict, queue: object) -> None:
+    os.environ["MASTER_ADDR"] = "127.0.0.1"
+    os.environ["MASTER_PORT"] = str(port)
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    try:
+        fitted = sharded_fit(pairs[rank::world], d, d_out, **options)
+        if rank == 0:
+            queue.put(fitted)
+    finally:
+        dist.destroy_process_group()
+
+
+def fit_workers(data: object, workers: int, *, pack_heads: bool = True,
+                minimise: bool | None = None) -> Fit:
+    """`solve.fit` on `workers` local processes (gloo on 127.0.0.1); sequence i goes to
+    rank i mod workers. workers ≤ 1 runs `solve.fit` in this process."""
+    from lat.learner.solve import fit
+
+    pairs = sequence_pairs(data)
+    if workers <= 1:
+        return fit(pairs, pack_heads=pack_heads, minimise=minimise)
+    if not pairs:
+        raise ValueError("no training samples: every sequence is empty")
+    d, d_out = pairs[0][0].shape[1], pairs[0][1].shape[1]
+    import torch.multiprocessing as mp
+
+    context = mp.get_context("spawn")
+    queue = context.SimpleQueue()
+    threads = str(max(1, (os.cpu_count() or 1) // workers))
+    saved = {k: os.environ.get(k) for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS")}
+    os.environ.update(OMP_NUM_THREADS=threads, OPENBLAS_NUM_THREADS=threads)
+    try:
+        processes = mp.spawn(
+            _worker,
+            args=(workers, _free_port(), pairs, d, d_out,
+                  {"pack_heads": pack_heads, "minimise": minimise}, queue),
+            nprocs=workers, join=False,
+        )
+        fitted = None
+        while fitted is None:
+            if not queue.empty():
+                fitted = queue.get()
+                break
+            # all done (or one failed: join raises) and still nothing in the queue
+            if processes.join(timeout=0.05) and queue.empty():
+                raise RuntimeError("distributed fit: workers exited without a result")
+        while not processes.join():
+            pass
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+    return fitted
+
+
+def main(argv: list[str] | None = None) -> int:
+    """torchrun entry point: `-m lat.learner.distributed TRACES --out MODEL`."""
+    from lat.learner.traces import load_traces
+    from lat.runtime.model import CompiledModel
+
+    parser = argparse.ArgumentParser(prog="python -m lat.learner.distributed")
+    parser.add_argument("traces")
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--backend", default="gloo", choices=["gloo", "nccl"])
+    args = parser.parse_args(argv)
+    dist.init_process_group(args.backend)
+    try:
+        traces = load_traces(args.traces)
+        rank, world = dist.get_rank(), dist.get_world_size()
+        pairs = list(zip(traces.tokens, traces.outputs, strict=True))[rank::world]
+        fitted = sharded_fit(pairs, traces.interface.d, traces.interface.d_out)
+        if rank == 0:
+            model = CompiledModel(
+                V=torch.from_numpy(fitted.V), Q=torch.from_numpy(fitted.Q),
+                interface=traces.interface,
+                info={"origin": "learned", "learned_from": traces.source,
+                      "traces_sha256": traces.sha256(), "samples": fitted.samples,
+                      "traces": len(traces), "heads": fitted.heads, "workers": world},
+            )
+            model.save(args.out)
+            print(json.dumps({"samples": fitted.samples, "heads": fitted.heads,
+                              "train_max_abs_error": fitted.train_max_abs_error,
+                              "features_used": fitted.features_used,
+                              "features_total": fitted.features_total, "workers": world}))
+    finally:
+        dist.destroy_process_group()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
