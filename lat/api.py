@@ -144,9 +144,9 @@ def machine_outcome(interface: Interface, result: RunResult) -> dict[str, object
         state = answers[2 * steps]["state"]
     if last["halt"] == "yes":
         status = "halted"
-    elif last["head"] == "out":
+    elif last["head"] == "out" and steps < interface.extra["steps"]:
         status = "out_of_tape"
-    else:
+    else:  # the step bound comes first, even when the next move would leave the tape
         status = "step_limit"
     blank = str(interface.extra["blank"])
     tape = list(result.input) + [blank] * (int(interface.max_input_length or 0)

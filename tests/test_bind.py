@@ -257,9 +257,6 @@ def test_saved_memory_executor_runs_two_programs(tmp_path) -> None:
             assert run(bound, key)["output"] == run_memory(program, key).output
 
 
-@pytest.mark.xfail(strict=True, reason="lat/compiler/lower/automaton.py bind_automaton takes "
-                   "the symbol capacity from interface.input_alphabet, which binding shrinks "
-                   "to the bound program's alphabet; the key field keeps the real capacity")
 def test_a_bound_automaton_executor_binds_again() -> None:
     # the executor runs 3 states x 2 symbols; bound to a one-symbol program, the same
     # weights must still accept a two-symbol program (machines and memories do)

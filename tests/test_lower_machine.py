@@ -41,23 +41,10 @@ def reports(model: CompiledModel, words: list[tuple[str, ...]]) -> list[dict[str
     return [{key: run_report(model, r)[key] for key in KEYS} for r in results]
 
 
-def next_move_leaves_tape(machine: CheckedMachine, word: tuple[str, ...]) -> bool:
-    """A run stopped by the step limit whose next transition would move off the tape: the
-    weights placement reports it as out_of_tape (see test_step_limit_beats_out_of_tape)."""
-    truth = run_machine(machine, word)
-    if truth.status != "step_limit":
-        return False
-    _, move, _ = machine.rule_table[truth.final_state, truth.tape[truth.head]]
-    return move == "R" and truth.head + 1 == machine.tape_cells
-
-
 def check_against_interpreter(model: CompiledModel, machine: CheckedMachine,
                               words: list[tuple[str, ...]], placement: str) -> None:
     for word, got in zip(words, reports(model, words), strict=True):
         want = expected(machine, word)
-        if placement == "weights" and next_move_leaves_tape(machine, word):
-            # known bug, pinned by the strict xfail below: only the status differs
-            got, want = dict(got, status=None), dict(want, status=None)
         assert got == want, (placement, word)
 
 
@@ -243,9 +230,6 @@ def test_step_limit_beats_out_of_tape_in_context_placement() -> None:
     assert report["status"] == "step_limit" == run_machine(compilation.declaration, ()).status
 
 
-@pytest.mark.xfail(strict=True, reason="weights placement: lat/api.py machine_outcome says "
-                   "out_of_tape when the step limit is reached and the next transition would "
-                   "leave the tape; the interpreter (the truth) says step_limit")
 def test_step_limit_beats_out_of_tape() -> None:
     # 2 steps take the head from cell 0 to cell 2 = the last cell; the bound stops the run
     # there. The move that would leave the tape is never attempted: status step_limit.

@@ -189,10 +189,9 @@ def test_random_keys_in_context_placement() -> None:
     assert compilation.model.info["decode_margin"] == pytest.approx(bound, abs=1e-9)
     assert bound > 0
     check_memory(compilation.model, compilation.declaration, ["key9"])
-    for dim in range(4, best):
-        with pytest.raises(LatError):
-            compile_source(text, "gen.lat", placement="context",
-                           embedding=Embedding("random", dim, 0))
+    # The context bound is searched by doubling and bisection: the suggestion is a working
+    # dimension near the smallest, not a proven minimum (the message says "works").
+    assert "works for this seed" in str(caught.value)
 
 
 # -- the context executor runs another memory of the same sizes ----------------------------
@@ -249,10 +248,6 @@ def test_relearned_capitals_is_equivalent_on_its_keys() -> None:
     assert outputs(result.model, keys) == [memory.table[k] for k in keys]
 
 
-@pytest.mark.xfail(strict=True, reason="lat/learner: training, design and certification words "
-                   "are drawn from interface.input_alphabet only, never the input_other slot "
-                   "that every absent key takes, so a memory's default is never learned while "
-                   "the result still says equivalent and identifiable")
 def test_relearned_memory_keeps_its_default() -> None:
     compilation = compile_source(memory_text("m", [("a", "x"), ("b", "y")], "z"), "m.lat")
     result = learn(compilation.model, samples=50)

@@ -290,7 +290,7 @@ def _sample(
     """`count` random words with length uniform over `lengths`, symbols uniform."""
     if list(lengths) == list(range(max(lengths) + 1)):
         return sample_words(interface, count, max(lengths), rng)
-    alphabet = interface.input_alphabet
+    alphabet = interface.sampling_alphabet
     chosen = rng.choice(np.asarray(lengths), size=count)
     return [tuple(alphabet[i] for i in rng.integers(0, len(alphabet), n)) for n in chosen]
 
@@ -300,7 +300,7 @@ def domain_words(
 ) -> list[tuple[str, ...]]:
     """Every word of the allowed lengths, shortest first, while their cumulative count stays
     ≤ count/2; then `count` random words of the allowed lengths."""
-    alphabet = interface.input_alphabet
+    alphabet = interface.sampling_alphabet
     words: list[tuple[str, ...]] = []
     for length in sorted(lengths):
         here = len(alphabet) ** length

@@ -98,7 +98,7 @@ def sample_words(
     An interface that declares ``single_symbol_input`` (a memory: the input is one key)
     gets words of exactly one symbol.
     """
-    alphabet = interface.input_alphabet
+    alphabet = interface.sampling_alphabet
     if not alphabet:
         return [() for _ in range(count)]
     if getattr(interface, "single_symbol_input", False):

@@ -148,6 +148,14 @@ class Interface:
         raise KeyError(name)
 
     # -- inputs ---------------------------------------------------------------------------
+    @property
+    def sampling_alphabet(self) -> tuple[str, ...]:
+        """Symbols that exercise every input token: the alphabet, plus the `input_other`
+        value when unknown symbols map to it (a memory's default is part of its domain)."""
+        if self.input_other is None or self.input_other in self.input_alphabet:
+            return self.input_alphabet
+        return (*self.input_alphabet, self.input_other)
+
     def split_word(self, text: str) -> tuple[str, ...]:
         """Split a command-line word into symbols (DESIGN §3) and check every one.
 

@@ -118,7 +118,7 @@ def lower_automaton_context(states: int, symbols: int) -> Lowered:
 def bind_automaton(interface: Interface, a: CheckedAutomaton) -> Interface:
     """The universal executor's interface with program `a` on its slots and in its prompt."""
     capacity_states = len(interface.token_field("value_state").values)
-    capacity_symbols = len(interface.input_alphabet)
+    capacity_symbols = len(interface.token_field("key").values2)  # not the bound alphabet
     if len(a.states) > capacity_states or len(a.alphabet) > capacity_symbols:
         raise ValueError(
             f"automaton '{a.name}' has {len(a.states)} states and {len(a.alphabet)} symbols; "

@@ -83,7 +83,8 @@ def machine_interface(m: CheckedMachine) -> Interface:
         max_steps=m.max_steps,
         input_fill=m.blank,
         max_input_length=m.tape_cells,
-        extra={"blank": m.blank, "start": m.start, "tape": list(m.tape)},
+        extra={"blank": m.blank, "start": m.start, "tape": list(m.tape),
+               "steps": m.max_steps},
     )
 
 
@@ -285,5 +286,6 @@ def bind_machine(interface: Interface, m: CheckedMachine) -> Interface:
         max_steps=2 * m.max_steps + 1,  # B and A per transition, then B on the final state
         input_fill=m.blank,
         max_input_length=m.tape_cells,
-        extra={**extra, "blank": m.blank, "start": m.start, "tape": list(m.tape)},
+        extra={**extra, "blank": m.blank, "start": m.start, "tape": list(m.tape),
+               "steps": m.max_steps},
     )

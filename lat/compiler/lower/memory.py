@@ -140,6 +140,28 @@ def worst_case_margin(keys: np.ndarray) -> float:
     return float(1.0 - 2.0 * gram.sum(axis=0).max()) if len(keys) > 1 else 1.0
 
 
+def _working_context_dim(keys: int, seed: int, tried: int) -> str:
+    """Advice naming a dimension whose keys (same seed) keep every table apart.
+
+    The worst-case bound needs Σ|⟨u_k,u_q⟩| < 1/2, i.e. D of order keys², so a linear scan
+    is too slow: double until one works, then bisect (the bound is not strictly monotone
+    in D, so this finds *a* working dimension near the smallest, not a proven minimum).
+    """
+    def works(dim: int) -> bool:
+        return worst_case_margin(random_unit_keys(keys, dim, seed)) > 0
+
+    high = max(2 * tried, 1)
+    while not works(high):
+        if high > MAX_SEARCH_DIM:
+            return f"no dimension up to {MAX_SEARCH_DIM} works: use --embedding onehot"
+        high *= 2
+    low = max(tried, high // 2)
+    while high - low > 1:
+        middle = (low + high) // 2
+        low, high = (low, middle) if works(middle) else (middle, high)
+    return f"--dim {high} works for this seed"
+
+
 def lower_memory_context(keys: int, values: int, embedding: Embedding = Embedding()) -> Lowered:
     """Universal weights for every memory of ≤ `keys` keys and ≤ `values` values.
 
@@ -158,13 +180,10 @@ def lower_memory_context(keys: int, values: int, embedding: Embedding = Embeddin
         key_field = TokenField("key", "embedding", key_slots_, vectors=tuple(map(tuple, vectors)))
     margin = worst_case_margin(vectors)
     if margin <= 0:
-        dim = vectors.shape[1] + 1
-        while worst_case_margin(random_unit_keys(keys, dim, embedding.seed)) <= 0:
-            dim += 1
         raise EmbeddingTooSmall(
             f"random {vectors.shape[1]}-dimensional keys (seed {embedding.seed}) cannot keep "
-            f"{keys} keys apart for every table (margin bound {margin:.3g} ≤ 0); --dim {dim} "
-            "is the smallest that works for this seed"
+            f"{keys} keys apart for every table (margin bound {margin:.3g} ≤ 0); "
+            f"{_working_context_dim(keys, embedding.seed, vectors.shape[1])}"
         )
     width = vectors.shape[1]
     interface = Interface(
