@@ -87,6 +87,7 @@ class LearnResult:
             "checked": self.checked,
             "traces": self.traces,
             "design_rounds": self.model.info.get("design_rounds", 0),
+            "design": self.model.info.get("design"),
             "seconds": {k: round(v, 4) for k, v in self.seconds.items()},
         }
 
@@ -107,6 +108,7 @@ def learn(
     dtype: str = "fp32",
     design_rounds: int = 4,
     workers: int = 1,
+    design: str | None = None,
 ) -> LearnResult:
     """Learn an MHLA from `source`'s rollouts (or from recorded `traces`) and certify it.
 
@@ -124,6 +126,11 @@ def learn(
     not cover (the certificate's own test), record them too and refit. The certificate is
     then computed on a fresh domain sample drawn independently of every word trained on, so
     a covered domain is evidence, not an echo of the training set.
+
+    `design="qr"` (with a source, no traces) replaces the `samples` random words by a
+    designed set: from a pool of DESIGN_FACTOR·domain_samples domain words, the traces
+    whose features span the pool's (design.py, pivoted greedy selection); the design
+    rounds above still run after it.
 
     `workers` > 1 shards the regression over that many local processes (torch.distributed,
     gloo on 127.0.0.1; lat/learner/distributed.py); the fit equals the single-process one
@@ -143,7 +150,16 @@ def learn(
 
     clock = time.perf_counter()
     designing = traces is None and design_rounds > 0
-    if traces is None:
+    if design not in (None, "random", "qr"):
+        raise ValueError(f"design must be 'qr' or None, not {design!r}")
+    method = design or "random"
+    if traces is None and design == "qr":
+        from lat.learner.design import design_words
+
+        pool = domain_words(interface, DESIGN_FACTOR * domain_samples,
+                            input_lengths(source, domain_max_len or max_len), design_rng)
+        traces = _record(source, design_words(source, pool), progress)
+    elif traces is None:
         words = _sample(interface, samples, input_lengths(source, max_len), rng)
         traces = _record(source, words, progress)
     seconds["record"] = time.perf_counter() - clock
@@ -178,6 +194,7 @@ def learn(
             "samples": fitted.samples,
             "traces": len(traces),
             "design_rounds": rounds,
+            "design": method,
             "heads": fitted.heads,
         },
     )
