@@ -305,3 +305,99 @@ def program_asts(max_declarations: int = 3) -> st.SearchStrategy[ast.Program]:
     return st.lists(declarations, max_size=max_declarations).map(
         lambda ds: ast.Program(tuple(ds))
     )
+
+
+# ------------------------------------------------- public strategies for compiled models
+#
+# For users' own property tests: draw a compiled program, draw valid inputs for any
+# runtime model, and assert that two models (say a compiled one and one relearned from its
+# traces) compute the same decoded outputs:
+#
+#     from hypothesis import given, settings
+#     from lat.learner import learn
+#     from lat.testing import assert_equivalent, programs
+#
+#     @settings(max_examples=5, deadline=None)
+#     @given(programs(kind="automaton"))
+#     def test_relearned_automata_agree(model):
+#         learned = learn(model, samples=300, max_len=12).model
+#         assert_equivalent(model, learned, max_len=8)
+#
+# (tests/test_testing_public.py runs this example.)
+
+PROGRAM_KINDS = ("automaton", "memory", "machine")
+
+
+def programs(kind: str = "automaton", **sizes: int) -> st.SearchStrategy:
+    """Compiled runtime models (`CompiledModel`) of random valid programs of one kind.
+
+    kind: "automaton" (`automaton_sources`, default 2..8 states, 2..3 symbols), "memory"
+    (`memory_sources`, default 1..12 pairs) or "machine" (`machine_sources`, default
+    sizes). `sizes` override the source strategy's keyword arguments. Each drawn source
+    is compiled with `lat.compiler.compile_source` (weights placement).
+    """
+    from lat.compiler import compile_source
+
+    if kind == "automaton":
+        source = automaton_sources(**{"max_states": 8, "max_symbols": 3, **sizes})
+    elif kind == "memory":
+        source = memory_sources(**{"max_pairs": 12, **sizes})
+    elif kind == "machine":
+        source = machine_sources(**sizes)
+    else:
+        raise ValueError(f"kind must be one of {', '.join(PROGRAM_KINDS)}, not {kind!r}")
+    return source.map(lambda text: compile_source(text).model)
+
+
+def inputs(model: object, max_len: int = 16) -> st.SearchStrategy[tuple[str, ...]]:
+    """Valid input words for a runtime `CompiledModel`, from its interface alone.
+
+    Symbols come from the interface's input alphabet; lengths are those 0..max_len that
+    the runtime accepts (a memory: one key; a bounded machine: at most its tape), asked
+    once when the strategy is built (`lat.learner.input_lengths`).
+    """
+    from lat.learner import input_lengths
+
+    alphabet = tuple(model.interface.input_alphabet)
+    if not alphabet:
+        return st.just(())
+    lengths = input_lengths(model, max_len)
+    if lengths == list(range(lengths[0], lengths[-1] + 1)):
+        return words(alphabet, lengths[0], lengths[-1])
+    return st.sampled_from(lengths).flatmap(lambda n: words(alphabet, n, n))
+
+
+def assert_equivalent(a: object, b: object, inputs: Sequence[Sequence[str]] | None = None,
+                      *, max_len: int = 8, count: int = 500, dtype: str = "fp32") -> int:
+    """Assert that runtime models `a` and `b` decode the same outputs on `inputs`.
+
+    Compared per input: every decoded field at every answer position, the step count and
+    the stop reason (rollouts in `dtype`). Without `inputs`: every word up to the length
+    where `count`/2 is reached, plus `count` random words of length ≤ max_len
+    (`lat.learner.domain_words`, seed 0). The two models must share their interface.
+    Raises AssertionError naming the first mismatching input; returns the inputs checked.
+    """
+    import numpy as np
+
+    from lat.learner import domain_words, input_lengths
+    from lat.runtime.execute import rollout
+
+    if a.interface.to_json() != b.interface.to_json():
+        raise AssertionError("the two models have different interfaces")
+    if inputs is None:
+        inputs = domain_words(a.interface, count, input_lengths(a, max_len),
+                              np.random.default_rng(0))
+    inputs = [tuple(w) for w in inputs]
+    for start in range(0, len(inputs), 256):
+        chunk = inputs[start:start + 256]
+        for word, x, y in zip(chunk, rollout(a, chunk, dtype=dtype),
+                              rollout(b, chunk, dtype=dtype), strict=True):
+            if (x.decoded, x.steps, x.stopped_by) != (y.decoded, y.steps, y.stopped_by):
+                raise AssertionError(
+                    f"models differ on input {list(word)}: {x.decoded} ({x.steps} steps, "
+                    f"{x.stopped_by}) vs {y.decoded} ({y.steps} steps, {y.stopped_by})"
+                )
+    return len(inputs)
+
+
+__all__ += ["PROGRAM_KINDS", "assert_equivalent", "inputs", "programs"]
