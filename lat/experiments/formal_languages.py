@@ -1,0 +1,163 @@
+"""formal-languages: the regular and bounded-counter languages of Irie, Csordás and
+Schmidhuber (2023) as shipped .lat programs — compiled exactness, learned exactness, and
+length generalisation (learn from words of length ≤ 40, test on lengths 41–500).
+
+Languages (programs/*.lat, each with a comment saying what it accepts): parity, (aa)*,
+(abab)*, counter-2 = aⁿbⁿ (n ≤ 20), counter-3 = aⁿbⁿcⁿ (n ≤ 13), Dyck-1 of depth ≤ 8 and
+reset-Dyck-1 of depth ≤ 8. The counters are bounded so that they are finite automata
+(the bound covers every member of length ≤ 40); any longer word is rejected by them.
+
+Per language:
+- `compiled_exact`: the compiled model (weights placement) agrees with the reference
+  interpreter (`lat verify`: verdict, state trace, steps) on every word of length ≤ 40
+  checked (exhaustive when few, else sampled) AND on every test word (lengths 41–500).
+- learned: `lat.learner.learn` on random words of length ≤ 40 (with its data-design rounds,
+  also ≤ 40); `learned_certified` is its identifiability certificate on words ≤ 40.
+- `learned_exact`: the learned model agrees with the interpreter on every test word;
+  `learned_exact_fraction` the fraction that do. Test words: half uniform random, half
+  random walks that stay inside the states from which an accepting state is reachable
+  (so long words are not all trivially dead), lengths uniform in 41..500.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+
+from lat.experiments import pyplot, save_plot
+
+LANGUAGES = {
+    "parity": "parity.lat",
+    "aa_star": "aa_star.lat",
+    "abab_star": "abab_star.lat",
+    "counter2": "counter2.lat",
+    "counter3": "counter3.lat",
+    "dyck1": "dyck1.lat",
+    "reset_dyck1": "reset_dyck1.lat",
+}
+TRAIN_MAX_LEN = 40
+TEST_MIN_LEN, TEST_MAX_LEN = 41, 500
+
+
+def programs_dir() -> Path:
+    return Path(__file__).resolve().parent.parent.parent / "programs"
+
+
+def _alive(declaration) -> set[str]:  # noqa: ANN001
+    """States from which some accepting state is reachable."""
+    alive = set(declaration.accept)
+    changed = True
+    while changed:
+        changed = False
+        for (q, _), target in declaration.transition_table.items():
+            if target in alive and q not in alive:
+                alive.add(q)
+                changed = True
+    return alive
+
+
+def test_words(declaration, count: int, rng: np.random.Generator,  # noqa: ANN001
+               min_len: int = TEST_MIN_LEN, max_len: int = TEST_MAX_LEN
+               ) -> list[tuple[str, ...]]:
+    alphabet = list(declaration.alphabet)
+    alive = _alive(declaration)
+    table = declaration.transition_table
+    words = []
+    for i in range(count):
+        n = int(rng.integers(min_len, max_len + 1))
+        if i % 2 == 0:
+            words.append(tuple(alphabet[j] for j in rng.integers(0, len(alphabet), n)))
+            continue
+        q, word = declaration.start, []
+        for _ in range(n):
+            good = [a for a in alphabet if table[(q, a)] in alive] or alphabet
+            a = good[int(rng.integers(len(good)))]
+            word.append(a)
+            q = table[(q, a)]
+        words.append(tuple(word))
+    return words
+
+
+def _agreement(model, declaration, words) -> tuple[int, int]:  # noqa: ANN001
+    from lat.api import expected_report, run_report
+    from lat.runtime.execute import rollout
+
+    ok = 0
+    accepted = 0
+    for start in range(0, len(words), 256):
+        batch = words[start:start + 256]
+        for word, result in zip(batch, rollout(model, batch), strict=True):
+            got = run_report(model, result)
+            want = expected_report(declaration, word)
+            ok += all(got[k] == v for k, v in want.items())
+            accepted += want["output"] == "accept"
+    return ok, accepted
+
+
+def run(quick: bool = False, out: Path = Path("."), scale: float = 1.0,
+        languages: tuple[str, ...] | None = None) -> dict:
+    from lat.api import compile_file, verify
+    from lat.learner import learn
+
+    rng = np.random.default_rng(0)
+    n_test = max(8, int((64 if quick else 1000) * scale))
+    n_train = max(100, int((400 if quick else 2000) * scale))
+    n_domain = max(100, int((300 if quick else 4000) * scale))
+    results = {}
+    for name in languages or tuple(LANGUAGES):
+        clock = time.perf_counter()
+        compilation = compile_file(programs_dir() / LANGUAGES[name])
+        declaration = compilation.declaration
+        short = verify(compilation, max_len=TRAIN_MAX_LEN, samples=n_domain, seed=1)
+        words = test_words(declaration, n_test, rng)
+        compiled_ok, accepted = _agreement(compilation.model, declaration, words)
+        compile_seconds = time.perf_counter() - clock
+        clock = time.perf_counter()
+        learned = learn(compilation.model, samples=n_train, max_len=TRAIN_MAX_LEN,
+                        domain_samples=n_domain, seed=2,
+                        design_rounds=1 if quick else 4)
+        learn_seconds = time.perf_counter() - clock
+        learned_ok, _ = _agreement(learned.model, declaration, words)
+        results[name] = {
+            "program": LANGUAGES[name],
+            "states": len(declaration.states),
+            "alphabet": list(declaration.alphabet),
+            "d": compilation.model.interface.d,
+            "compiled_exact": bool(short.ok and compiled_ok == len(words)),
+            "compiled_checked_short": short.checked,
+            "learned_exact": bool(learned_ok == len(words)),
+            "learned_exact_fraction": learned_ok / len(words),
+            "learned_equivalent_short": learned.equivalent,
+            "learned_certified": learned.certificate.identifiable,
+            "learned_heads": learned.heads,
+            "train_samples": learned.samples,
+            "train_words": learned.traces,
+            "train_max_len": TRAIN_MAX_LEN,
+            "test_words": len(words),
+            "test_accepted": accepted,
+            "test_min_len": TEST_MIN_LEN,
+            "test_max_len": TEST_MAX_LEN,
+            "compile_verify_seconds": compile_seconds,
+            "learn_seconds": learn_seconds,
+        }
+
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(8, 3.8))
+    names = list(results)
+    x = np.arange(len(names))
+    ax.bar(x - 0.2, [1.0 if results[n]["compiled_exact"] else 0.0 for n in names], 0.4,
+           label="compiled")
+    ax.bar(x + 0.2, [results[n]["learned_exact_fraction"] for n in names], 0.4,
+           label="learned (Alg. 1, words ≤ 40)")
+    ax.set_xticks(x, names, rotation=20)
+    ax.set_ylim(0, 1.05)
+    ax.set_ylabel(f"fraction exact on lengths {TEST_MIN_LEN}–{TEST_MAX_LEN}")
+    ax.set_title("Formal languages: length generalisation")
+    ax.legend(fontsize=8, loc="lower right")
+    plot = save_plot(fig, out, "formal-languages.png")
+    return {"setting": {"train_words": n_train, "train_max_len": TRAIN_MAX_LEN,
+                        "test_words": n_test, "test_lengths": [TEST_MIN_LEN, TEST_MAX_LEN],
+                        "domain_samples": n_domain},
+            "languages": results, "plots": [plot]}
