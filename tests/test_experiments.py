@@ -75,3 +75,17 @@ def test_universal_automaton(tmp_path):
     row = r["sizes"]["2"]
     assert row["samples_needed"] is not None
     assert row["heldout_exact_fraction"] == 1.0
+
+
+def test_icl_regression(tmp_path):
+    from lat.experiments import icl_regression
+
+    r = icl_regression.run(quick=True, out=tmp_path, scale=0.1)
+    for row in r["lengths"]:
+        # the compiled Γ* matches its closed-form loss and beats plain GD
+        assert abs(row["loss_gd_optimal"] - row["loss_gd_optimal_theory"]) < 0.1 * row[
+            "loss_gd_optimal_theory"]
+        assert row["loss_gd_optimal"] < row["loss_gd_identity"] < row["loss_zero"]
+        # Algorithm 1 finds (close to) the optimal preconditioner
+        assert row["loss_alg1"] < 1.2 * row["loss_gd_optimal"]
+        assert row["alg1_preconditioner_rel_error"] < 0.3

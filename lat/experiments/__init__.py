@@ -43,6 +43,7 @@ EXPERIMENTS: dict[str, Callable[..., dict]] = {
     "random-mhla": _lazy("random_mhla"),
     "formal-languages": _lazy("formal_languages"),
     "universal-automaton": _lazy("universal_automaton"),
+    "icl-regression": _lazy("icl_regression"),
 }
 
 

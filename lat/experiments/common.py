@@ -49,21 +49,24 @@ def relative_error(pred: np.ndarray, target: np.ndarray) -> float:
 
 
 def adam_last_position(Z: np.ndarray, Y: np.ndarray, heads: int, *, steps: int, lr: float,
-                       seed: int, batch: int = 256) -> tuple[np.ndarray, np.ndarray, float,
+                       seed: int, batch: int = 256,
+                       init_scale: float = 1.0) -> tuple[np.ndarray, np.ndarray, float,
                                                              list[tuple[float, float]]]:
     """Experiment-local Adam on an H-head MHLA whose loss is the LAST position only.
 
     lat.learner.sgd.train_sgd fits every prefix; the associative-memory task (and the
     paper's code for it) scores only the query position, so this loop does that.
-    Init N(0,1)/√d as in the authors' code; float64; returns V, Q, seconds, history.
+    Init init_scale·N(0,1)/√d (1: the authors' code); float64; returns V, Q, seconds, history.
     """
     g = torch.Generator().manual_seed(seed)
     Zt = torch.from_numpy(np.asarray(Z, dtype=np.float64))
     Yt = torch.from_numpy(np.asarray(Y, dtype=np.float64))
     n, _, d = Zt.shape
     o = Yt.shape[1]
-    V = (torch.randn(heads, o, d, generator=g, dtype=torch.float64) / d ** 0.5).requires_grad_()
-    Q = (torch.randn(heads, d, d, generator=g, dtype=torch.float64) / d ** 0.5).requires_grad_()
+    V = (init_scale * torch.randn(heads, o, d, generator=g, dtype=torch.float64)
+         / d ** 0.5).requires_grad_()
+    Q = (init_scale * torch.randn(heads, d, d, generator=g, dtype=torch.float64)
+         / d ** 0.5).requires_grad_()
     opt = torch.optim.Adam([V, Q], lr=lr)
     S = torch.einsum("nsj,nsk->njk", Zt, Zt)
     zq = Zt[:, -1, :]
