@@ -23,6 +23,7 @@ from lat.compiler.errors import LatError
 from lat.compiler.graph import to_dot
 from lat.compiler.ir import CheckedAutomaton
 from lat.compiler.lower.memory import Embedding
+from lat.experiments import EXPERIMENTS as EXPERIMENT_FUNCTIONS
 from lat.progress import progress_bar
 from lat.runtime.errors import ArtifactError, InputError, PrecisionError
 from lat.runtime.kernels import KERNELS
@@ -195,7 +196,8 @@ def cmd_learn(args: argparse.Namespace) -> int:
         raise InputError("learn needs a program, an artifact or --traces")
     with progress_bar(not args.json) as progress:
         result = learn(source, traces=traces, samples=args.samples, max_len=args.max_len,
-                       seed=args.seed, progress=progress)
+                       seed=args.seed, progress=progress, workers=args.workers,
+                       design="qr" if args.design else None)
     if args.output:
         result.model.save(args.output)
     report = result.to_json()
@@ -273,6 +275,23 @@ def plot_weights(model: CompiledModel, path: str, max_heads: int = 4) -> None:
     plt.close(figure)
 
 
+def cmd_experiment(args: argparse.Namespace) -> int:
+    from lat.experiments import run_experiment
+
+    names = sorted(EXPERIMENT_NAMES) if args.name == "all" else [args.name]
+    results = {}
+    for name in names:
+        if not args.json:
+            out.print(f"running {name} …", markup=False)
+        results[name] = run_experiment(name, quick=args.quick, out=args.out)
+        if not args.json:
+            out.print(f"  {name}: {results[name]['seconds_total']:.1f}s → "
+                      f"{Path(args.out) / (name + '.json')}", markup=False)
+    if args.json:
+        _print_json(results[names[0]] if len(names) == 1 else results)
+    return 0
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     from lat.bench import run_bench, summary_rows
 
@@ -288,6 +307,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+EXPERIMENT_NAMES = tuple(EXPERIMENT_FUNCTIONS)
 DEMO_PROGRAM = "div3.lat"
 DEMO_INPUTS = ("110", "1001", "111111", "10")
 
@@ -404,6 +424,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--samples", type=_positive, default=1000, help="number of rollouts")
     p.add_argument("--max-len", type=_non_negative, default=64)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--workers", type=_positive, default=1,
+                   help="accumulate the Gram in N local processes (torch.distributed, gloo)")
+    p.add_argument("--design", action="store_true",
+                   help="choose training inputs whose features span the domain (pivoted "
+                   "selection) and compare with random sampling")
     p.add_argument("-o", "--output", help="write the learned artifact here")
     p.add_argument("--json", action="store_true")
 
@@ -415,6 +440,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
 
     command("demo", cmd_demo, "compile, run, verify and relearn a shipped program")
+
+    p = command("experiment", cmd_experiment, "reproduce an experiment: JSON and PNG plots")
+    p.add_argument("name", choices=sorted(EXPERIMENT_NAMES) + ["all"])
+    p.add_argument("--quick", action="store_true", help="the small setting (all in < 5 min)")
+    p.add_argument("--out", default="experiments", help="folder for the JSON and PNGs")
+    p.add_argument("--json", action="store_true")
 
     p = command("bench", cmd_bench, "measure the runtime against this machine's matmul")
     p.add_argument("--quick", action="store_true", help="fewer repetitions (< 60 s)")
