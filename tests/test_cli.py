@@ -165,3 +165,40 @@ def test_demo_runs(tmp_path):
                             text=True, timeout=300, cwd=tmp_path, env=CHILD_ENV)
     assert result.returncode == 0, result.stderr
     assert "equivalent" in result.stdout and "identifiable" in result.stdout
+
+
+def test_machine_run_json_and_context_executor(tmp_path, capsys):
+    from lat.compiler.interpret import run_machine
+
+    machine = check_program(parse_program((PROGRAMS / "palindrome.lat").read_text(), "p")).get(
+        None)
+    code, out, _ = lat("run", str(PROGRAMS / "palindrome.lat"), "--input", "abba", "--json",
+                       capsys=capsys)
+    report, truth = json.loads(out), run_machine(machine, tuple("abba"))
+    assert code == 0
+    assert (report["output"], report["status"], report["final_state"], report["steps"]) == (
+        truth.output, truth.status, truth.final_state, truth.steps)
+    executor = tmp_path / "utm.safetensors"
+    code, out, _ = lat("compile", str(PROGRAMS / "palindrome.lat"), "--program-in", "context",
+                       "-o", str(executor), "--json", capsys=capsys)
+    assert code == 0 and json.loads(out)["tokens_per_step"] == 2
+    code, _, err = lat("run", str(executor), "--input", "abba", capsys=capsys)
+    assert code == 1 and "--program" in err
+    code, out, _ = lat("run", str(executor), "--program", str(PROGRAMS / "palindrome.lat"),
+                       "--input", "abba", "--json", capsys=capsys)
+    assert code == 0 and json.loads(out)["final_state"] == truth.final_state
+
+
+def test_machine_input_errors_are_one_line(capsys):
+    for word, message in (("abcba", "unknown symbol 'c'"), ("ab" * 8, "longer than"),
+                          ("a _ a", "blank symbol")):
+        code, _, err = lat("run", str(PROGRAMS / "palindrome.lat"), "--input", word,
+                           capsys=capsys)
+        assert code == 1 and message in err and len(err.strip().splitlines()) == 1
+
+
+def test_random_embedding_too_small_names_a_dimension(tmp_path, capsys):
+    code, _, err = lat("compile", str(PROGRAMS / "capitals.lat"), "--embedding", "random",
+                       "--dim", "3", "-o", str(tmp_path / "c.safetensors"), capsys=capsys)
+    assert code == 2 and "--dim 4 is the smallest" in err
+    assert err.startswith(f"{PROGRAMS / 'capitals.lat'}:")
