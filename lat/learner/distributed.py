@@ -59,9 +59,9 @@ from lat.learner.solve import (
     Fit,
     _stack_features,
     cutoff_for,
-    mhla_outputs,
     row_batches,
     sequence_pairs,
+    support_coefficients,
 )
 
 __all__ = ["fit_workers", "main", "sharded_fit"]
@@ -205,9 +205,8 @@ def sharded_fit(
     if n_local:
         errors[0] = float(np.abs(predicted - Y).max())
         errors[2] = float(np.abs(Y).max())
-        learned = mhla_outputs(V, Q, tokens)
-        errors[1] = max((float(np.abs(p - o).max()) for p, (_, o) in
-                         zip(learned, pairs, strict=True) if o.size), default=0.0)
+        heads = Coefficients(d, d_out, support, support_coefficients(V, Q, support))
+        errors[1] = float(np.abs(heads.predict(rows, cols, vals, n_local) - Y).max())
     reduced = torch.from_numpy(errors)
     dist.all_reduce(reduced, op=dist.ReduceOp.MAX)
     errors = reduced.numpy()
