@@ -12,7 +12,7 @@ from lat.experiments import EXPERIMENTS, UnknownExperiment, run_experiment
 
 def test_registry_and_unknown_name(tmp_path):
     assert {"kv-certificate", "random-mhla", "formal-languages",
-            "universal-automaton"} <= set(EXPERIMENTS)
+            "universal-automaton", "icl-regression", "token-selection"} <= set(EXPERIMENTS)
     with pytest.raises(UnknownExperiment, match="unknown experiment 'nope'"):
         run_experiment("nope", quick=True, out=tmp_path)
 
@@ -89,3 +89,15 @@ def test_icl_regression(tmp_path):
         # Algorithm 1 finds (close to) the optimal preconditioner
         assert row["loss_alg1"] < 1.2 * row["loss_gd_optimal"]
         assert row["alg1_preconditioner_rel_error"] < 0.3
+
+
+def test_token_selection(tmp_path):
+    from lat.experiments import token_selection
+
+    r = token_selection.run(quick=True, out=tmp_path, scale=0.2)
+    assert r["alg1_train_error"] < 1e-20
+    for row in r["lengths"]:  # exact beyond the training length
+        assert row["compiled_test_error"] < 1e-24
+        assert row["alg1_test_error"] < 1e-20
+        assert row["test_features_outside_training_support"] == 0
+    assert max(row["n"] for row in r["lengths"]) > r["setting"]["train_length"]

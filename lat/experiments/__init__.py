@@ -44,6 +44,7 @@ EXPERIMENTS: dict[str, Callable[..., dict]] = {
     "formal-languages": _lazy("formal_languages"),
     "universal-automaton": _lazy("universal_automaton"),
     "icl-regression": _lazy("icl_regression"),
+    "token-selection": _lazy("token_selection"),
 }
 
 
