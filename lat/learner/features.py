@@ -212,10 +212,15 @@ class Coefficients:
         position = np.minimum(position, max(self.columns.size - 1, 0))
         hit = self.columns.size > 0
         known = (self.columns[position] == cols) if hit else np.zeros(cols.shape, bool)
-        out = np.zeros((n_rows, self.d_out), dtype=np.float64)
-        if np.any(known):
-            np.add.at(out, rows[known], vals[known, None] * self.values[position[known]])
-        return out
+        if not np.any(known):
+            return np.zeros((n_rows, self.d_out), dtype=np.float64)
+        import torch  # a sparse × dense product: far faster than np.add.at on many entries
+
+        index = torch.from_numpy(np.stack([np.asarray(rows)[known], position[known]]))
+        X = torch.sparse_coo_tensor(index, torch.from_numpy(np.asarray(vals, np.float64)[known]),
+                                    (n_rows, self.columns.size), check_invariants=False)
+        values = torch.from_numpy(np.ascontiguousarray(self.values, dtype=np.float64))
+        return torch.sparse.mm(X, values).numpy()
 
 
 def column_labels(rows: np.ndarray, cols: np.ndarray, n_cols: int) -> np.ndarray:

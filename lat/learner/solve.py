@@ -257,12 +257,20 @@ def support_coefficients(V: np.ndarray, Q: np.ndarray, columns: np.ndarray) -> n
     """
     from lat.learner.features import feature_triples
 
-    d = V.shape[2]
+    d, d_out = V.shape[2], V.shape[1]
     j, k, l = feature_triples(d, np.asarray(columns, dtype=np.int64)).T
-    out = np.einsum("han,hn->na", V[:, :, j], Q[:, k, l])
+    out = np.zeros((j.size, d_out), dtype=np.float64)
     off = j != k
-    if np.any(off):
-        out[off] += np.einsum("han,hn->na", V[:, :, k[off]], Q[:, j[off], l[off]])
+    # group by the value-side coordinate: one (n_j × H) @ (H × d_out) product per value
+    for first, second, third, mask in ((j, k, l, None), (k, j, l, off)):
+        idx = np.arange(j.size) if mask is None else np.flatnonzero(mask)
+        by = first[idx]
+        order = np.argsort(by, kind="stable")
+        idx, by = idx[order], by[order]
+        bounds = np.flatnonzero(np.r_[True, by[1:] != by[:-1], True]) if by.size else []
+        for a, b in zip(bounds[:-1], bounds[1:], strict=False):
+            rows = idx[a:b]
+            out[rows] += Q[:, second[rows], third[rows]].T @ V[:, :, int(by[a])]
     return out
 
 
