@@ -28,6 +28,12 @@ def test_bench_reports_every_figure():
     assert result["device"] == "cpu" and result["machine"]["cores"]
     assert result["prefill_flops_per_token"] == prefill_flops(2, 8, 8, result["chunk"])
     assert dict(summary_rows(result))["device"] == "cpu"
+    # learner figures: Gram vs fp64 GEMM in the same run; --quick relearns a 20x4 automaton
+    for key in ("learner_gram_gflops", "learner_gemm_fp64_gflops",
+                "learner_gram_fraction_of_gemm_peak", "learn_20x4_seconds"):
+        assert isinstance(result[key], float) and result[key] > 0, key
+    assert "learn_64x4_seconds" not in result  # only without --quick
+    assert result["learn_20x4_equivalent"] is True
 
 
 def test_flop_formulas():

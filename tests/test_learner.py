@@ -242,3 +242,30 @@ def test_spanning_selection_covers_its_pool():
     assert 0 < len(chosen) < 300
     fitted = fit([(traces.tokens[i], traces.outputs[i]) for i in chosen])
     assert sequence_residuals(fitted, traces.tokens).max() <= 1e-8
+
+
+def test_support_coefficients_are_the_heads_linearisation():
+    from lat.learner.heads import head_coefficients
+    from lat.learner.solve import support_coefficients
+
+    rng = np.random.default_rng(0)
+    V, Q = rng.standard_normal((3, 2, 5)), rng.standard_normal((3, 5, 5))
+    columns = np.array([0, 3, 7, 20, 44, 60, 74])
+    np.testing.assert_allclose(support_coefficients(V, Q, columns),
+                               head_coefficients(V, Q)[columns], atol=1e-13)
+
+
+@pytest.mark.slow
+def test_sixty_four_state_four_symbol_automaton():
+    """Issue 5: a 64-state 4-symbol automaton (d = 257) relearned and equivalent; ~71 s
+    alone on the 2-core development machine (the ≤ 120 s figure; `lat bench` reports it
+    as learn_64x4_seconds). Asserted at 240 s here: the suite runs tests side by side."""
+    source = random_automaton(64, 4, seed=0)
+    started = time.perf_counter()
+    result = learn(source, samples=1000, max_len=64)
+    elapsed = time.perf_counter() - started
+    print(f"\n64-state 4-symbol automaton (d={source.d}): {elapsed:.1f}s, {result.traces} "
+          f"traces, {result.heads} heads, phases {result.seconds}")
+    assert result.equivalent, result.mismatches
+    assert result.certificate.identifiable, result.certificate.notes
+    assert elapsed <= 240
