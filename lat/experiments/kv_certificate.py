@@ -125,7 +125,7 @@ def run(quick: bool = False, out: Path = Path("."), scale: float = 1.0) -> dict:
         ax.annotate(f"{s['unidentifiable_fraction']:g}", (x, max(s["erm_gap"], 1e-32)),
                     fontsize=7)
     ax.set_xlabel("λ_min(Λ_D)  (0 plotted at 1e-17)")
-    ax.set_ylabel("relative OOD error")
+    ax.set_ylabel("relative OOD error (log; 0 at 1e-32)")
     ax.set_title("Mixture sweep (labels: unidentifiable fraction)")
     ax.legend(fontsize=8)
     ax = axes[1]
@@ -139,7 +139,7 @@ def run(quick: bool = False, out: Path = Path("."), scale: float = 1.0) -> dict:
     ax.set_yscale("log")
     ax.set_xticks(range(2), [f"{nm}\nλ_min={r['lambda_min']:.2g}"
                               for nm, r in zip(names, (ident, unident), strict=True)])
-    ax.set_ylabel("relative OOD error (log)")
+    ax.set_ylabel("relative OOD error (log; 0 at 1e-32)")
     ax.set_title("Out-of-distribution error (N(0,1) tokens, n=5)")
     ax.legend(fontsize=8)
     plot = save_plot(fig, out, "kv-certificate.png")
