@@ -10,7 +10,7 @@ the causal output at every position (every prefix is one sample, as in the paper
   Normal equations (LU solve) when samples ≥ ψ (with one refinement step), minimum-norm
   `lstsq` otherwise. Trained on ~1.5·ψ samples.
 - SGD: `lat.learner.sgd.train_sgd` — Adam on an H-head MHLA (the teacher's head count),
-  float32, lr 1e-2, batch 32 sequences, a fixed number of steps (1500 quick, 20000 full;
+  float32, lr 1e-2, batch 32 sequences, a fixed number of steps (1000 quick, 20000 full;
   a step count, not a time budget, so the numbers do not depend on machine load).
 - Test error: relative MSE (MSE / mean y²) on 64 fresh sequences, all positions.
 - Error vs samples: Algorithm 1 at several sample counts around ψ (one teacher per d).
@@ -73,7 +73,7 @@ def run(quick: bool = False, out: Path = Path("."), scale: float = 1.0,
     from lat.learner.sgd import train_sgd
 
     rng = np.random.default_rng(0)
-    sgd_steps = max(100, int((1500 if quick else 20000) * scale))
+    sgd_steps = max(100, int((1000 if quick else 20000) * scale))
     factor = 1.5
     results = {}
     histories = {}
