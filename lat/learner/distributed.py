@@ -52,13 +52,13 @@ import torch
 import torch.distributed as dist
 
 from lat.learner.features import Coefficients, column_labels, n_features
-from lat.learner.heads import MINIMISE_MAX_D, MINIMISE_MAX_HEADS, minimise_heads, recover_heads
 from lat.learner.solve import (
     DENSE_LIMIT,
     Block,
     Fit,
     _stack_features,
     cutoff_for,
+    heads_of,
     row_batches,
     sequence_pairs,
     support_coefficients,
@@ -183,15 +183,7 @@ def sharded_fit(
             blocks.append(Block(support[block_columns], lam, U_r, cutoff,
                                 int(round(buffer[at + n * n + n * d_out])), False))
         coefficients = Coefficients(d, d_out, support, values)
-        V, Q = recover_heads(coefficients, d, d_out, support=support if pack_heads else None)
-        heads_before = int(V.shape[0])
-        if minimise is None:
-            minimise = support.size == n_features(d) and d <= MINIMISE_MAX_D
-        if minimise and V.shape[0] > 1:
-            found = minimise_heads(coefficients, d, d_out, support=support,
-                                   max_heads=min(V.shape[0] - 1, MINIMISE_MAX_HEADS))
-            if found is not None and found[0].shape[0] < V.shape[0]:
-                V, Q = found
+        V, Q, heads_before = heads_of(coefficients, support, pack_heads, minimise)
         payload = [(values, tuple(blocks), V, Q, heads_before)]
     dist.broadcast_object_list(payload, src=0)
     values, blocks, V, Q, heads_before = payload[0]

@@ -139,6 +139,24 @@ def sequence_pairs(data: object) -> list[tuple[np.ndarray, np.ndarray]]:
     return out
 
 
+
+def heads_of(
+    coefficients: Coefficients, support: np.ndarray, pack_heads: bool, minimise: bool | None
+) -> tuple[np.ndarray, np.ndarray, int]:
+    """Heads from the coefficients: SVD (packed on the support), then — for dense data, or
+    when asked — the fewest-heads search. Returns V, Q and the head count before it."""
+    d, d_out = coefficients.d, coefficients.d_out
+    V, Q = recover_heads(coefficients, d, d_out, support=support if pack_heads else None)
+    heads_before = int(V.shape[0])
+    if minimise is None:
+        minimise = support.size == n_features(d) and d <= MINIMISE_MAX_D
+    if minimise and V.shape[0] > 1:
+        found = minimise_heads(coefficients, d, d_out, support=support,
+                               max_heads=min(V.shape[0] - 1, MINIMISE_MAX_HEADS))
+        if found is not None and found[0].shape[0] < V.shape[0]:
+            V, Q = found
+    return V, Q, heads_before
+
 def fit(
     data: object,
     *,
@@ -209,15 +227,7 @@ def fit(
     seconds["solve"] = time.perf_counter() - clock
 
     clock = time.perf_counter()
-    V, Q = recover_heads(coefficients, d, d_out, support=support if pack_heads else None)
-    heads_before = int(V.shape[0])
-    if minimise is None:
-        minimise = support.size == n_features(d) and d <= MINIMISE_MAX_D
-    if minimise and V.shape[0] > 1:
-        found = minimise_heads(coefficients, d, d_out, support=support,
-                               max_heads=min(V.shape[0] - 1, MINIMISE_MAX_HEADS))
-        if found is not None and found[0].shape[0] < V.shape[0]:
-            V, Q = found
+    V, Q, heads_before = heads_of(coefficients, support, pack_heads, minimise)
     seconds["heads"] = time.perf_counter() - clock
 
     clock = time.perf_counter()
