@@ -562,6 +562,21 @@ def _rollout_batch(
             answers.append((indices, margin, magnitude, active,
                             None if e is None else e.amax(dim=1)))
 
+    def advance(plan: _SpecPlan, answer: bool) -> None:
+        """One token per row: embed, step the state (finished rows padded), decode."""
+        nonlocal active, pointer
+        if plan.uses_input:
+            active = active & (tokens.lengths > pointer)
+        coords = tokens.coords(plan, decoded, pointer)
+        update = torch.where(active[:, None], coords, d)
+        pointer += plan.uses_input
+        y = main.step(coords, update)
+        e = bound.step(coords, update) if bound is not None else None
+        if record:
+            recorded_coords.append(coords)
+            recorded_y.append(y)
+        finish(y, e, answer=answer)
+
     prompt = tokens.prompt
     prefill = (
         not reference and len(prompt) >= PREFILL_MIN and kernel != "recurrent"
@@ -586,17 +601,7 @@ def _rollout_batch(
         finish(Y[:, -1], None if E is None else E[:, -1], answer=True)
     else:
         for position, plan in enumerate(prompt):
-            if plan.uses_input:
-                active = active & (tokens.lengths > pointer)
-            coords = tokens.coords(plan, decoded, pointer)
-            update = torch.where(active[:, None], coords, d)
-            pointer += plan.uses_input
-            y = main.step(coords, update)
-            e = bound.step(coords, update) if bound is not None else None
-            if record:
-                recorded_coords.append(coords)
-                recorded_y.append(y)
-            finish(y, e, answer=position == len(prompt) - 1)
+            advance(plan, answer=position == len(prompt) - 1)
 
     halt_rules = [
         (name, interface.output_field(name).values.index(value))
@@ -617,17 +622,7 @@ def _rollout_batch(
                 active = active & ~now
         if not bool(active.any()):
             break
-        if feed.uses_input:
-            active = active & (tokens.lengths > pointer)
-        coords = tokens.coords(feed, decoded, pointer)
-        update = torch.where(active[:, None], coords, d)
-        pointer += feed.uses_input
-        y = main.step(coords, update)
-        e = bound.step(coords, update) if bound is not None else None
-        if record:
-            recorded_coords.append(coords)
-            recorded_y.append(y)
-        finish(y, e, answer=True)
+        advance(feed, answer=True)
         step += 1
 
     return _collect(interface, words, answers, active, halted, dtype, weights, rounding,
