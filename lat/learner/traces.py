@@ -25,13 +25,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from safetensors import SafetensorError, safe_open
-from safetensors.numpy import load_file, save_file
 
 from lat.runtime.errors import ArtifactError
 from lat.runtime.execute import rollout
 from lat.runtime.interface import Interface
 from lat.runtime.model import CompiledModel
+from lat.runtime.storage import read_safetensors, write_safetensors
 
 TRACES_SCHEMA = "1"
 
@@ -141,25 +140,14 @@ def save_traces(traces: Traces, path: str | os.PathLike) -> str:
         "source": traces.source or "",
         "sha256": digest,
     }
-    target = Path(path)
-    temporary = target.with_name(target.name + ".tmp")
-    save_file(tensors, str(temporary), metadata=metadata)
-    os.replace(temporary, target)
+    write_safetensors(path, tensors, metadata, framework="np")
     return digest
 
 
 def load_traces(path: str | os.PathLike) -> Traces:
     """Read and check a traces file; any defect raises ArtifactError with one line."""
     path = Path(path)
-    if not path.is_file():
-        raise ArtifactError(f"{path}: no such traces file")
-    try:
-        with safe_open(str(path), framework="np") as handle:
-            metadata = handle.metadata() or {}
-        tensors = load_file(str(path))
-    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
-        message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise ArtifactError(f"{path}: not a readable safetensors traces file ({message})") from None
+    tensors, metadata = read_safetensors(path, "traces file", framework="np")
     if metadata.get("lat_traces_schema") != TRACES_SCHEMA:
         raise ArtifactError(
             f"{path}: traces schema {metadata.get('lat_traces_schema')!r} is not "

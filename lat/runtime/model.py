@@ -17,11 +17,10 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError, safe_open
-from safetensors.torch import load_file, save_file
 
 from lat.runtime.errors import ArtifactError
 from lat.runtime.interface import Interface
+from lat.runtime.storage import read_safetensors, write_safetensors
 
 SCHEMA_VERSION = "1"
 
@@ -86,24 +85,14 @@ class CompiledModel:
             "sha256": digest,
         }
         metadata = {"lat": json.dumps(header, sort_keys=True, default=str)}
-        target = Path(path)
-        temporary = target.with_name(target.name + ".tmp")
-        save_file({"V": V, "Q": Q}, str(temporary), metadata=metadata)
-        os.replace(temporary, target)
+        write_safetensors(path, {"V": V, "Q": Q}, metadata)
         return digest
 
     @staticmethod
     def load(path: str | os.PathLike) -> CompiledModel:
         """Read and check an artifact; any defect raises ArtifactError with one line."""
         path = Path(path)
-        if not path.is_file():
-            raise ArtifactError(f"{path}: no such artifact file")
-        try:
-            with safe_open(str(path), framework="pt") as handle:
-                metadata = handle.metadata() or {}
-            tensors = load_file(str(path))
-        except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
-            raise ArtifactError(f"{path}: not a readable safetensors artifact ({exc})") from None
+        tensors, metadata = read_safetensors(path, "artifact file")
         try:
             header = json.loads(metadata["lat"])
             schema = header["schema"]
