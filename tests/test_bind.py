@@ -12,7 +12,7 @@ import itertools
 import pytest
 import torch
 
-from lat.api import run, run_report
+from lat.api import run, run_report, shipped_program
 from lat.compiler import compile_source
 from lat.compiler.bind import bind_program
 from lat.compiler.interpret import run_automaton, run_machine, run_memory
@@ -20,20 +20,7 @@ from lat.runtime.errors import InputError
 from lat.runtime.execute import rollout
 from lat.runtime.model import CompiledModel
 
-DIV3 = """
-automaton div3 {
-  alphabet: 0, 1
-  states: r0, r1, r2
-  start: r0
-  accept: r0
-  r0 0 -> r0
-  r0 1 -> r1
-  r1 0 -> r2
-  r1 1 -> r0
-  r2 0 -> r1
-  r2 1 -> r2
-}
-"""
+DIV3 = shipped_program("div3.lat")  # the shipped program, not a copy of it
 
 # same sizes as div3, other names and another table: the last symbol of a word is b
 ENDS_B = """

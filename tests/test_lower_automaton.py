@@ -4,25 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 
+from lat.api import shipped_program
 from lat.compiler import compile_source
 from lat.compiler.check import check_program
 from lat.compiler.lower.automaton import lower_automaton
 from lat.compiler.parse import parse_program
 
-DIV3 = """
-automaton div3 {
-  alphabet: 0, 1
-  states: r0, r1, r2
-  start: r0
-  accept: r0
-  r0 0 -> r0
-  r0 1 -> r1
-  r1 0 -> r2
-  r1 1 -> r0
-  r2 0 -> r1
-  r2 1 -> r2
-}
-"""
+DIV3 = shipped_program("div3.lat")  # the shipped program, not a copy of it
 
 
 def checked(text: str):
