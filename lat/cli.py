@@ -197,7 +197,8 @@ def cmd_learn(args: argparse.Namespace) -> int:
     with progress_bar(not args.json) as progress:
         result = learn(source, traces=traces, samples=args.samples, max_len=args.max_len,
                        seed=args.seed, progress=progress, workers=args.workers,
-                       design="qr" if args.design else None)
+                       design="qr" if args.design or args.compare_random else None,
+                       compare_random=args.compare_random)
     if args.output:
         result.model.save(args.output)
     report = result.to_json()
@@ -219,6 +220,14 @@ def _print_learn(report: dict, output: str | None) -> None:
         table.add_row(f"certificate.{key}", f"{value:.3g}" if isinstance(value, float)
                       else str(value))
     table.add_row("equivalent", f"{report['equivalent']} ({report['checked']} inputs checked)")
+    if report.get("design") == "qr":
+        table.add_row("design", f"{report['traces']} designed traces")
+    comparison = report.get("design_comparison")
+    if comparison:
+        needed = (comparison["random_traces"] if comparison["random_covered"]
+                  else f"not covered by {comparison['max_random']}")
+        table.add_row("random traces to cover", f"{needed} (same domain, "
+                      f"{comparison['domain_sequences']} words)")
     out.print(table)
     if output:
         out.print(f"learned artifact: {output}")
@@ -427,8 +436,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=_positive, default=1,
                    help="accumulate the Gram in N local processes (torch.distributed, gloo)")
     p.add_argument("--design", action="store_true",
-                   help="choose training inputs whose features span the domain (pivoted "
-                   "selection) and compare with random sampling")
+                   help="choose training inputs whose features span the domain (explore, "
+                   "target rare co-occurrences, pivoted selection)")
+    p.add_argument("--compare-random", action="store_true",
+                   help="with --design (implied): also count the random traces needed to "
+                   "cover the same certification domain (samples-to-identifiability)")
     p.add_argument("-o", "--output", help="write the learned artifact here")
     p.add_argument("--json", action="store_true")
 

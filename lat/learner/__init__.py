@@ -88,6 +88,8 @@ class LearnResult:
             "traces": self.traces,
             "design_rounds": self.model.info.get("design_rounds", 0),
             "design": self.model.info.get("design"),
+            "design_details": self.model.info.get("design_details"),
+            "design_comparison": self.model.info.get("design_comparison"),
             "seconds": {k: round(v, 4) for k, v in self.seconds.items()},
         }
 
@@ -109,6 +111,8 @@ def learn(
     design_rounds: int = 4,
     workers: int = 1,
     design: str | None = None,
+    compare_random: bool = False,
+    max_random: int = 50000,
 ) -> LearnResult:
     """Learn an MHLA from `source`'s rollouts (or from recorded `traces`) and certify it.
 
@@ -132,6 +136,12 @@ def learn(
     whose features span the pool's (design.py, pivoted greedy selection); the design
     rounds above still run after it.
 
+    `compare_random` (with design="qr") also measures samples-to-identifiability for random
+    sampling: how many words drawn as `samples` are drawn (an independent stream, at most
+    `max_random`) are needed before their span covers the same certification domain
+    (design.random_traces_to_cover). Reported as `design_comparison` beside the designed
+    count; costs up to `max_random` extra rollouts.
+
     `workers` > 1 shards the regression over that many local processes (torch.distributed,
     gloo on 127.0.0.1; lat/learner/distributed.py); the fit equals the single-process one
     up to round-off.
@@ -152,13 +162,17 @@ def learn(
     designing = traces is None and design_rounds > 0
     if design not in (None, "random", "qr"):
         raise ValueError(f"design must be 'qr' or None, not {design!r}")
+    if compare_random and (design != "qr" or source is None or traces is not None):
+        raise ValueError("compare_random compares a designed set (design='qr', with a "
+                         "source and no given traces) with random sampling")
     method = design or "random"
+    designed = None
     if traces is None and design == "qr":
         from lat.learner.design import design_words
 
-        pool = domain_words(interface, DESIGN_FACTOR * domain_samples,
-                            input_lengths(source, domain_max_len or max_len), design_rng)
-        traces = _record(source, design_words(source, pool), progress)
+        designed = design_words(source, input_lengths(source, domain_max_len or max_len),
+                                pool=DESIGN_FACTOR * domain_samples, seed=seed)
+        traces = _record(source, designed.words, progress)
     elif traces is None:
         words = _sample(interface, samples, input_lengths(source, max_len), rng)
         traces = _record(source, words, progress)
@@ -195,6 +209,7 @@ def learn(
             "traces": len(traces),
             "design_rounds": rounds,
             "design": method,
+            **({"design_details": designed.summary()} if designed is not None else {}),
             "heads": fitted.heads,
         },
     )
@@ -216,6 +231,26 @@ def learn(
             "rollouts (no source model to generate them)",
         )
     seconds["certify"] = time.perf_counter() - clock
+
+    if compare_random:
+        from lat.learner.design import random_traces_to_cover
+
+        clock = time.perf_counter()
+        stream = _sample(interface, max_random, input_lengths(source, max_len),
+                         np.random.default_rng([seed, 3]))
+        random_traces, random_residual = random_traces_to_cover(
+            source, [r.tokens for r in domain_runs], stream)
+        seconds["compare_random"] = time.perf_counter() - clock
+        model = model.with_info(design_comparison={
+            "designed_traces": len(traces),
+            "designed_covered": certificate.coverage_residual <= COVERAGE_TOL,
+            "designed_residual": certificate.coverage_residual,
+            "random_traces": random_traces,
+            "random_covered": random_traces is not None,
+            "random_residual": random_residual,
+            "max_random": max_random,
+            "domain_sequences": len(domain),
+        })
 
     clock = time.perf_counter()
     if source is not None:
