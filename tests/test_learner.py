@@ -207,44 +207,6 @@ def test_twenty_state_four_symbol_automaton():
     assert result.certificate.features_used <= 6400 + 81
 
 
-def test_designed_data_reach_coverage_with_fewer_traces_than_random():
-    """Issue 5: pivoted (spanning) selection vs random sampling, samples-to-identifiability."""
-    from lat.learner.design import design_comparison
-
-    source = random_automaton(5, 3, seed=1)
-    comparison = design_comparison(source, max_len=12, pool=1000, domain_samples=300)
-    print(f"\ndesigned {comparison.designed_traces} traces vs random "
-          f"{comparison.random_traces} to cover {comparison.domain_sequences} domain words")
-    assert comparison.designed_covered
-    assert comparison.random_traces is not None
-    assert comparison.designed_traces < comparison.random_traces
-
-
-def test_learn_with_qr_design():
-    source = random_automaton(5, 3, seed=1)
-    result = learn(source, design="qr", max_len=12, domain_samples=300, domain_max_len=12)
-    assert result.equivalent, result.mismatches
-    assert result.certificate.identifiable, result.certificate.notes
-    assert result.to_json()["design"] == "qr"
-    assert result.traces < 1000  # learn's default random sample is 1000 words
-    with pytest.raises(ValueError, match="design"):
-        learn(source, design="lhs")
-
-
-def test_spanning_selection_covers_its_pool():
-    from lat.learner.certificate import sequence_residuals
-    from lat.learner.design import spanning_selection
-    from lat.learner.solve import fit
-
-    source = random_automaton(4, 2, seed=3)
-    traces = record_traces(source, sample_words(source.interface, 300, 10,
-                                                np.random.default_rng(4)))
-    chosen = spanning_selection(traces.tokens)
-    assert 0 < len(chosen) < 300
-    fitted = fit([(traces.tokens[i], traces.outputs[i]) for i in chosen])
-    assert sequence_residuals(fitted, traces.tokens).max() <= 1e-8
-
-
 def test_support_coefficients_are_the_heads_linearisation():
     from lat.learner.heads import head_coefficients
     from lat.learner.solve import support_coefficients

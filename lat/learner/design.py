@@ -37,10 +37,12 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
+import torch
 
 from lat.learner.certificate import COVERAGE_TOL, sequence_residuals
 from lat.learner.features import column_labels, prefix_features
 from lat.learner.solve import fit
+from lat.runtime.device import single_thread
 from lat.runtime.execute import rollout
 from lat.runtime.model import CompiledModel
 
@@ -105,7 +107,7 @@ class _Span:
                 unique_rows, r_local = np.unique(rb, return_inverse=True)
                 F = np.zeros((unique_rows.size, int(self.sizes[b])))
                 F[r_local, wb] = vb
-                R = F - (F @ basis) @ basis.T
+                R = _outside(F, basis)
                 residual2[unique_rows] += np.einsum("ij,ij->i", R, R)
         with np.errstate(divide="ignore", invalid="ignore"):
             return np.where(norm2 > 0, np.sqrt(residual2 / norm2), 0.0)
@@ -138,7 +140,7 @@ class _Span:
             unique_rows, r_local = np.unique(rows[pick], return_inverse=True)
             F = np.zeros((unique_rows.size, size))
             F[r_local, where[pick]] = vals[pick]
-            R = F - (F @ self.bases[b]) @ self.bases[b].T
+            R = _outside(F, self.bases[b])
             norms = np.linalg.norm(F, axis=1)
             relative = np.linalg.norm(R, axis=1) / np.maximum(norms, 1e-300)
             keep = relative > tol
@@ -155,6 +157,14 @@ class _Span:
             self.rank += self.bases[b].shape[1] - before
             grown.add(b)
         return grown
+
+
+def _outside(F: np.ndarray, basis: np.ndarray) -> np.ndarray:
+    """F − (F U) Uᵀ, in torch: these products are small and many, and on a shared machine
+    numpy's multi-threaded BLAS spends more time waiting for its threads than multiplying
+    (callers run under `single_thread`)."""
+    f, u = torch.from_numpy(F), torch.from_numpy(basis)
+    return (f - (f @ u) @ u.T).numpy()
 
 
 def _features(sequences: Sequence[np.ndarray]) -> list[Part]:
@@ -174,6 +184,7 @@ def _first_fit(span: _Span, parts: Sequence[Part], visit: Sequence[int], tol: fl
     return chosen
 
 
+@single_thread()
 def spanning_selection(sequences: Sequence[np.ndarray], *, tol: float = COVERAGE_TOL,
                        first: Sequence[int] = ()) -> list[int]:
     """Indices of a subset of `sequences` (tokens (T, d)) whose prefix features span the
@@ -284,6 +295,7 @@ class Design:
                 "seconds": round(self.seconds, 4)}
 
 
+@single_thread()
 def design_words(source: CompiledModel, lengths: Sequence[int], *, pool: int = 2000,
                  rounds: int = 4, seed: int = 0, tol: float = COVERAGE_TOL) -> Design:
     """Designed training words for `source` over words of the given lengths (module doc).
@@ -327,6 +339,7 @@ def design_words(source: CompiledModel, lengths: Sequence[int], *, pool: int = 2
                   rounds=used, seconds=time.perf_counter() - clock)
 
 
+@single_thread()
 def random_traces_to_cover(source: CompiledModel, domain_tokens: Sequence[np.ndarray],
                            stream: Sequence[Word], *, tol: float = COVERAGE_TOL
                            ) -> tuple[int | None, float]:
