@@ -112,17 +112,30 @@ class _Span:
         with np.errstate(divide="ignore", invalid="ignore"):
             return np.where(norm2 > 0, np.sqrt(residual2 / norm2), 0.0)
 
-    def sequence_residuals(self, parts: Sequence[Part]) -> np.ndarray:
-        """The largest row residual of each sequence."""
+    def _row_residuals(self, parts: Sequence[Part]) -> tuple[np.ndarray, np.ndarray]:
         lengths = [int(r.max()) + 1 if r.size else 0 for r, _, _ in parts]
         offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
         if not offsets[-1]:
-            return np.zeros(len(parts))
+            return np.zeros(0), offsets
         rows = np.concatenate([r + offsets[i] for i, (r, _, _) in enumerate(parts)])
         relative = self.residuals(rows, np.concatenate([c for _, c, _ in parts]),
                                   np.concatenate([v for _, _, v in parts]), int(offsets[-1]))
+        return relative, offsets
+
+    def sequence_residuals(self, parts: Sequence[Part]) -> np.ndarray:
+        """The largest row residual of each sequence."""
+        relative, offsets = self._row_residuals(parts)
         return np.array([relative[a:b].max() if b > a else 0.0
                          for a, b in zip(offsets[:-1], offsets[1:], strict=True)])
+
+    def open_rows(self, parts: Sequence[Part], tol: float) -> np.ndarray:
+        """How many rows of each sequence leave a relative residual > tol: an upper bound
+        on the directions the sequence would add."""
+        relative, offsets = self._row_residuals(parts)
+        if not relative.size:
+            return np.zeros(len(parts), dtype=np.int64)
+        return np.add.reduceat(np.r_[relative > tol, False].astype(np.int64),
+                               offsets[:-1]) * (np.diff(offsets) > 0)
 
     def add(self, part: Part, tol: float) -> set[int]:
         """Add the directions of one sequence's rows left outside the span (relative
@@ -181,6 +194,33 @@ def _first_fit(span: _Span, parts: Sequence[Part], visit: Sequence[int], tol: fl
         for i, value in zip(chunk, residual, strict=True):
             if value > tol and span.add(parts[i], tol):
                 chosen.append(i)  # checked against the span at chunk start; add re-checks
+    return chosen
+
+
+def _greedy(span: _Span, parts: Sequence[Part], visit: Sequence[int], tol: float
+            ) -> list[int]:
+    """Descending-threshold greedy (the pivoting of a column-pivoted QR, by traces): pass
+    over the candidates keeping those that still open ≥ τ rows outside the span, halving τ
+    from the longest trace's row count down to 1. A candidate found covered is dropped for
+    good (the span only grows). Fewer traces than one first-fit pass, a few passes' cost."""
+    remaining = list(visit)
+    counts = [int(parts[i][0].max()) + 1 if parts[i][0].size else 0 for i in remaining]
+    tau = max(counts, default=0)
+    chosen: list[int] = []
+    while remaining and tau >= 1:
+        kept: list[int] = []
+        for start in range(0, len(remaining), CHECK_CHUNK):
+            chunk = remaining[start : start + CHECK_CHUNK]
+            opened = span.open_rows([parts[i] for i in chunk], tol)
+            for i, count in zip(chunk, opened.tolist(), strict=True):
+                if count >= tau:
+                    count = int(span.open_rows([parts[i]], tol)[0])  # the span grew since
+                    if count >= tau and span.add(parts[i], tol):
+                        chosen.append(i)
+                        continue
+                if count:
+                    kept.append(i)
+        remaining, tau = kept, (tau // 2 if tau > 1 else 0)
     return chosen
 
 
@@ -318,7 +358,7 @@ def design_words(source: CompiledModel, lengths: Sequence[int], *, pool: int = 2
     parts = _features(tokens)
     span = _Span(parts)
     visit = sorted(range(len(words)), key=lambda i: (-tokens[i].shape[0], i))
-    chosen = [words[i] for i in _first_fit(span, parts, visit, tol)]
+    chosen = [words[i] for i in _greedy(span, parts, visit, tol)]
     candidates = len(words)
     used = 0
     for k in range(rounds):
@@ -333,7 +373,7 @@ def design_words(source: CompiledModel, lengths: Sequence[int], *, pool: int = 2
         span = _Span(known + sample_parts)
         _first_fit(span, known, range(len(known)), tol)
         extra = sorted(uncovered.tolist(), key=lambda i: (-len(sample[i]), i))
-        chosen += [sample[i] for i in _first_fit(span, sample_parts, extra, tol)]
+        chosen += [sample[i] for i in _greedy(span, sample_parts, extra, tol)]
         candidates += len(sample)
     return Design(words=chosen, nodes=len(reach), explored=explored, candidates=candidates,
                   rounds=used, seconds=time.perf_counter() - clock)
