@@ -15,12 +15,15 @@ all through the source model as a black box (`rollout`; never the compiler):
    (its representative), walks the shortest observed path to v, and is padded with random
    symbols to the longest allowed length (a long trace carries many prefixes, i.e. many
    candidate directions). The pool is these words plus the domain generator's own words.
-3. **Select, then check.** `spanning_selection` keeps, longest first, the candidates that
-   add a direction: some prefix leaves a relative residual > `tol` (COVERAGE_TOL, the
-   certificate's threshold) outside the span selected so far — a column-pivoted QR at the
-   granularity of whole traces, per connected feature block (features.py). Then, for up
-   to `rounds` rounds, a fresh design sample of domain words is checked against the span
-   (the certificate's own test) and its uncovered words are selected the same way.
+3. **Select, then check.** A candidate adds directions when some prefix leaves a relative
+   residual > `tol` (COVERAGE_TOL, the certificate's threshold) outside the span selected
+   so far, kept as orthonormal bases per connected feature block (features.py). The
+   selection pivots as a column-pivoted QR does, at the granularity of whole traces:
+   passes with a halving threshold τ keep the candidates that still open ≥ τ prefixes
+   outside the span (`_greedy`); `spanning_selection` is the one-pass, longest-first form.
+   Then, for up to `rounds` rounds, a fresh design sample of domain words is checked
+   against the span (the certificate's own test) and its uncovered words are selected the
+   same way.
 
 The moves are a guess (a program's next token need not depend on the last token alone):
 candidates are always rolled out for real, and only their real features are selected.
