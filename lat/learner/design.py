@@ -403,16 +403,34 @@ def random_traces_to_cover(source: CompiledModel, domain_tokens: Sequence[np.nda
     rows = np.concatenate([r + offsets[i] for i, (r, _, _) in enumerate(domain)])
     cols = np.concatenate([c for _, c, _ in domain])
     vals = np.concatenate([v for _, _, v in domain])
+    by_row = np.argsort(rows, kind="stable")
+    row_bounds = np.searchsorted(rows[by_row], np.arange(n_rows + 1))
     pivots: list[Part] = []
     span = _Span(domain)
-    open_rows = np.ones(n_rows, dtype=bool)
-    open_rows[span.residuals(rows, cols, vals, n_rows) <= tol] = False  # zero rows
+    open_rows = span.residuals(rows, cols, vals, n_rows) > tol  # all-zero rows are covered
 
-    def waiting_blocks() -> set[int]:
-        block, _ = span._locate(cols[open_rows[rows]])
-        return set(np.unique(block).tolist())
+    def entries_by_block() -> dict[int, np.ndarray]:
+        block, _ = span._locate(cols)
+        order = np.argsort(block, kind="stable")
+        bounds = np.flatnonzero(np.r_[True, block[order][1:] != block[order][:-1], True])
+        return {int(block[order[a]]): order[a:b]
+                for a, b in zip(bounds[:-1], bounds[1:], strict=False)}
 
-    waiting = waiting_blocks()
+    def recheck(grown: set[int]) -> None:
+        """Re-check the open domain rows that use a block that grew."""
+        hit = [rows[e][open_rows[rows[e]]] for b in grown for e in (by_block.get(b),)
+               if e is not None]
+        targets = np.unique(np.concatenate(hit)) if hit else np.zeros(0, np.int64)
+        if not targets.size:
+            return
+        counts = row_bounds[targets + 1] - row_bounds[targets]
+        first = np.repeat(row_bounds[targets] - np.cumsum(counts) + counts, counts)
+        entries = by_row[first + np.arange(int(counts.sum()))]
+        local = np.repeat(np.arange(targets.size), counts)
+        residual = span.residuals(local, cols[entries], vals[entries], targets.size)
+        open_rows[targets] = residual > tol
+
+    by_block = entries_by_block()
     position, size = 0, CHECK_CHUNK
     while position < len(stream) and open_rows.any():
         parts = _features(_runs(source, stream[position : position + size]))
@@ -424,7 +442,7 @@ def random_traces_to_cover(source: CompiledModel, domain_tokens: Sequence[np.nda
                 span = _Span(domain + pivots + parts)
                 for part in pivots:
                     span.add(part, tol)
-                waiting = waiting_blocks()
+                by_block = entries_by_block()
         for start in range(0, len(parts), CHECK_CHUNK):
             chunk = range(start, min(start + CHECK_CHUNK, len(parts)))
             residual = span.sequence_residuals([parts[i] for i in chunk])
@@ -435,15 +453,10 @@ def random_traces_to_cover(source: CompiledModel, domain_tokens: Sequence[np.nda
                 if not grown:
                     continue
                 pivots.append(parts[i])
-                if not grown & waiting:
-                    continue
-                pick = open_rows[rows]
-                still = span.residuals(rows[pick], cols[pick], vals[pick], n_rows) > tol
-                open_rows &= still
+                recheck(grown)
                 if not open_rows.any():
                     return (position + i + 1,
                             float(span.residuals(rows, cols, vals, n_rows).max()))
-                waiting = waiting_blocks()
         position += len(parts)
         size = min(2 * size, 8192)
     residual = float(span.residuals(rows, cols, vals, n_rows).max())
