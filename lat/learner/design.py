@@ -20,7 +20,9 @@ all through the source model as a black box (`rollout`; never the compiler):
    so far, kept as orthonormal bases per connected feature block (features.py). The
    selection pivots as a column-pivoted QR does, at the granularity of whole traces:
    passes with a halving threshold τ keep the candidates that still open ≥ τ prefixes
-   outside the span (`_greedy`); `spanning_selection` is the one-pass, longest-first form.
+   outside the span (`_greedy`), first counting only strong directions (relative residual
+   > STRONG) so that the designed Λ_D is not needlessly ill-conditioned, then at `tol`
+   (`_pivot`); `spanning_selection` is the one-pass, longest-first form.
    Then, for up to `rounds` rounds, a fresh design sample of domain words is checked
    against the span (the certificate's own test) and its uncovered words are selected the
    same way.
@@ -55,6 +57,7 @@ __all__ = ["Design", "DesignComparison", "design_comparison", "design_words",
 Word = tuple[str, ...]
 Part = tuple[np.ndarray, np.ndarray, np.ndarray]  # (rows, cols, vals) of one sequence
 CHECK_CHUNK = 256  # sequences checked against the span at once
+STRONG = 1e-3  # first-pass pivot threshold (relative residual); see _pivot
 
 
 class _Span:
@@ -227,6 +230,20 @@ def _greedy(span: _Span, parts: Sequence[Part], visit: Sequence[int], tol: float
     return chosen
 
 
+def _pivot(span: _Span, parts: Sequence[Part], visit: Sequence[int], tol: float
+           ) -> list[int]:
+    """`_greedy` twice: first counting and adding only strong directions (relative residual
+    > STRONG), so that a direction a trace reaches only faintly waits for one that reaches
+    it well (a designed Λ_D is then better conditioned); then at `tol`, the traces chosen
+    first visited last (choosing one again costs no trace)."""
+    if tol >= STRONG:
+        return _greedy(span, parts, visit, tol)
+    first = _greedy(span, parts, visit, STRONG)
+    taken = set(first)
+    rest = _greedy(span, parts, [i for i in visit if i not in taken] + first, tol)
+    return first + [i for i in rest if i not in taken]
+
+
 @single_thread()
 def spanning_selection(sequences: Sequence[np.ndarray], *, tol: float = COVERAGE_TOL,
                        first: Sequence[int] = ()) -> list[int]:
@@ -361,7 +378,7 @@ def design_words(source: CompiledModel, lengths: Sequence[int], *, pool: int = 2
     parts = _features(tokens)
     span = _Span(parts)
     visit = sorted(range(len(words)), key=lambda i: (-tokens[i].shape[0], i))
-    chosen = [words[i] for i in _greedy(span, parts, visit, tol)]
+    chosen = [words[i] for i in _pivot(span, parts, visit, tol)]
     candidates = len(words)
     used = 0
     for k in range(rounds):
@@ -376,7 +393,7 @@ def design_words(source: CompiledModel, lengths: Sequence[int], *, pool: int = 2
         span = _Span(known + sample_parts)
         _first_fit(span, known, range(len(known)), tol)
         extra = sorted(uncovered.tolist(), key=lambda i: (-len(sample[i]), i))
-        chosen += [sample[i] for i in _greedy(span, sample_parts, extra, tol)]
+        chosen += [sample[i] for i in _pivot(span, sample_parts, extra, tol)]
         candidates += len(sample)
     return Design(words=chosen, nodes=len(reach), explored=explored, candidates=candidates,
                   rounds=used, seconds=time.perf_counter() - clock)
