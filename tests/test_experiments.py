@@ -39,6 +39,7 @@ def test_random_mhla(tmp_path):
             assert key in row
         assert row["alg1_test_error"] <= 1e-8
         assert 1 <= row["heads_recovered"] <= row["d"]
+        assert row["heads_minimal"] == row["H"]  # the minimiser reaches the teacher's H
     # below d²(d+1)/2 samples the regression is underdetermined, above it exact
     rows = r["alg1_error_vs_samples"]["d=4"]
     assert rows[0]["test_error"] > 1e-6 and rows[-1]["test_error"] < 1e-8

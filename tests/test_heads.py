@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from lat.learner.features import Coefficients, dense_features, n_features
-from lat.learner.heads import head_coefficients, lift, minimise_heads, recover_heads
+from lat.learner.heads import head_coefficients, lift, recover_heads
 from lat.runtime.kernels import mhla_reference
 
 
@@ -120,49 +120,3 @@ def test_large_sparse_w_is_fast():
     p = np.einsum("haj,hjl->jla", V, Q)  # p[{j,j},l] = Σ_h V[a,j] Q[j,l]
     np.testing.assert_allclose(p[:, 0, :], coefficients.values[np.searchsorted(
         support, diagonal_features)], atol=1e-10)
-
-
-def test_minimise_heads_finds_a_single_random_head():
-    rng = np.random.default_rng(4)
-    d, d_out = 4, 2
-    V, Q = rng.standard_normal((1, d_out, d)), rng.standard_normal((1, d, d))
-    p = head_coefficients(V, Q)
-    assert recover_heads(p, d, d_out)[0].shape[0] > 1  # Algorithm 1's even split
-    V2, Q2 = minimise_heads(p, d, d_out)
-    assert V2.shape == (1, d_out, d)
-    np.testing.assert_allclose(head_coefficients(V2, Q2), p, atol=1e-10 * np.abs(p).max())
-
-
-def test_minimise_heads_gives_up_above_max_heads():
-    rng = np.random.default_rng(5)
-    d, d_out = 3, 3
-    V, Q = rng.standard_normal((3, d_out, d)), rng.standard_normal((3, d, d))
-    assert minimise_heads(head_coefficients(V, Q), d, d_out, max_heads=1) is None
-
-
-def test_random_mhla_d16_h4_is_learned_with_exactly_four_heads():
-    """Issue 5: a random MHLA (d = 16, H = 4, Gaussian tokens) learned to max error ≤ 1e-8
-    with exactly 4 heads; enough prefixes (2,560 > 2,176 features) for λ_min_full > 0."""
-    from lat.learner.certificate import certify
-    from lat.learner.solve import fit, mhla_outputs
-
-    rng = np.random.default_rng(0)
-    d, H, T = 16, 4, 64
-    V = rng.standard_normal((H, 1, d)) / np.sqrt(d)
-    Q = rng.standard_normal((H, d, d)) / np.sqrt(d)
-    tokens = [rng.standard_normal((T, d)) / np.sqrt(T) for _ in range(40)]
-    started = time.perf_counter()
-    fitted = fit(list(zip(tokens, mhla_outputs(V, Q, tokens), strict=True)))
-    elapsed = time.perf_counter() - started
-    print(f"\nrandom MHLA d=16 H=4: {fitted.heads_before_minimising} heads before "
-          f"minimising, {fitted.heads} after; {elapsed:.1f}s {fitted.seconds}")
-    assert fitted.heads == H
-    assert fitted.heads_before_minimising == d  # Algorithm 1: rank of the even split
-    assert fitted.features_used == fitted.features_total == 2176
-    assert fitted.train_max_abs_error <= 1e-8
-    fresh = [rng.standard_normal((T, d)) / np.sqrt(T) for _ in range(10)]
-    error = max(float(np.abs(a - b).max()) for a, b in zip(
-        mhla_outputs(fitted.V, fitted.Q, fresh), mhla_outputs(V, Q, fresh), strict=True))
-    assert error <= 1e-8
-    certificate = certify(fitted, fresh)
-    assert certificate.lambda_min_full > 0 and certificate.identifiable

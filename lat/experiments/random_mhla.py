@@ -19,7 +19,9 @@ the causal output at every position (every prefix is one sample, as in the paper
 `heads_recovered` is rank Ŵ. Because the symmetric feature S[j,k] = S[k,j] makes Ŵ
 unique only up to an antisymmetric part, the minimum-norm Ŵ of one random head usually
 has rank d (the coefficients split evenly between (j,k) and (k,j)); the function computed
-is the teacher's all the same (PAPER_NOTES §2, open question 9).
+is the teacher's all the same (PAPER_NOTES §2, open question 9). `heads_minimal` is what
+`lat.learner.minimise.minimise_heads` finds in that freedom (not timed with Algorithm 1):
+the teacher's H when the search succeeds.
 """
 
 from __future__ import annotations
@@ -32,7 +34,8 @@ import numpy as np
 from lat.experiments import pyplot, save_plot
 from lat.experiments.common import mhla_causal, prefix_features_dense, relative_error
 from lat.learner.features import Coefficients, n_features
-from lat.learner.heads import recover_heads
+from lat.learner.heads import head_coefficients, recover_heads
+from lat.learner.minimise import minimise_heads
 
 T = 16
 DIMS = (4, 8, 16)
@@ -46,6 +49,16 @@ def teacher(d: int, heads: int, rng: np.random.Generator) -> tuple[np.ndarray, n
 
 def tokens(n: int, d: int, rng: np.random.Generator) -> np.ndarray:
     return rng.standard_normal((n, T, d)) / np.sqrt(d)
+
+
+def minimal_heads(V: np.ndarray, Q: np.ndarray) -> int:
+    """The fewest heads the minimiser finds with the same coefficients as (V, Q)."""
+    d = V.shape[2]
+    if V.shape[0] <= 1:
+        return int(V.shape[0])
+    found = minimise_heads(Coefficients.from_dense(head_coefficients(V, Q), d), d, 1,
+                           initial=(V, Q), max_heads=V.shape[0] - 1)
+    return int(V.shape[0] if found is None else found[0].shape[0])
 
 
 def algorithm1(Z: np.ndarray, Y: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
@@ -99,6 +112,7 @@ def run(quick: bool = False, out: Path = Path("."), scale: float = 1.0,
                 "alg1_test_error": alg1_error, "sgd_test_error": sgd_error,
                 "alg1_seconds": alg1_seconds, "sgd_seconds": sgd.seconds,
                 "sgd_steps": sgd.steps, "heads_recovered": int(V.shape[0]),
+                "heads_minimal": minimal_heads(V, Q),
             }
     # error vs samples: one teacher per d (H = 1), Algorithm 1 at several sample counts
     versus = {}

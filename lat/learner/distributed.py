@@ -73,7 +73,7 @@ def sharded_fit(
     d_out: int,
     *,
     pack_heads: bool = True,
-    minimise: bool | None = None,
+    minimise: bool = True,
 ) -> Fit:
     """The fit of the union of every rank's `pairs` (this rank's shard); call on every rank
     of an initialised process group. Returns the same Fit on every rank."""
@@ -183,7 +183,8 @@ def sharded_fit(
             blocks.append(Block(support[block_columns], lam, U_r, cutoff,
                                 int(round(buffer[at + n * n + n * d_out])), False))
         coefficients = Coefficients(d, d_out, support, values)
-        V, Q, heads_before = heads_of(coefficients, support, pack_heads, minimise)
+        V, Q, heads_before = heads_of(coefficients, support, pack_heads, minimise, blocks,
+                                      labels, support_position)
         payload = [(values, tuple(blocks), V, Q, heads_before)]
     dist.broadcast_object_list(payload, src=0)
     values, blocks, V, Q, heads_before = payload[0]
@@ -246,7 +247,7 @@ def _worker(rank: int, world: int, port: int, pairs: list, d: int, d_out: int,
 
 
 def fit_workers(data: object, workers: int, *, pack_heads: bool = True,
-                minimise: bool | None = None) -> Fit:
+                minimise: bool = True) -> Fit:
     """`solve.fit` on `workers` local processes (gloo on 127.0.0.1); sequence i goes to
     rank i mod workers. workers ≤ 1 runs `solve.fit` in this process."""
     from lat.learner.solve import fit

@@ -50,7 +50,8 @@ import numpy as np
 import torch
 
 from lat.learner.features import Coefficients, column_labels, n_features, prefix_features
-from lat.learner.heads import MINIMISE_MAX_D, MINIMISE_MAX_HEADS, minimise_heads, recover_heads
+from lat.learner.heads import recover_heads
+from lat.learner.minimise import MINIMISE_MAX_HEADS, minimise_heads
 
 EIG_RTOL = 1e-11
 BATCH_ENTRIES = 1 << 22  # dense numbers per row batch of one block (32 MiB of float64)
@@ -141,39 +142,43 @@ def sequence_pairs(data: object) -> list[tuple[np.ndarray, np.ndarray]]:
 
 
 def heads_of(
-    coefficients: Coefficients, support: np.ndarray, pack_heads: bool, minimise: bool | None
+    coefficients: Coefficients, support: np.ndarray, pack_heads: bool, minimise: bool,
+    blocks: Sequence[Block] | None = None, support_block: np.ndarray | None = None,
+    support_position: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray, int]:
-    """Heads from the coefficients: SVD (packed on the support), then — for dense data, or
-    when asked — the fewest-heads search. Returns V, Q and the head count before it."""
+    """Heads from the coefficients: SVD (packed on the support), then the fewest-heads
+    search (minimise.py) unless `minimise` is False. With the fit's `blocks` the search may
+    also move along the data's null space. Returns V, Q and the head count before it."""
     d, d_out = coefficients.d, coefficients.d_out
     V, Q = recover_heads(coefficients, d, d_out, support=support if pack_heads else None)
     heads_before = int(V.shape[0])
-    if minimise is None:
-        minimise = support.size == n_features(d) and d <= MINIMISE_MAX_D
     if minimise and V.shape[0] > 1:
-        found = minimise_heads(coefficients, d, d_out, support=support,
-                               max_heads=min(V.shape[0] - 1, MINIMISE_MAX_HEADS))
+        found = minimise_heads(coefficients, d, d_out, blocks=blocks,
+                               support_block=support_block, support_position=support_position,
+                               max_heads=min(V.shape[0] - 1, MINIMISE_MAX_HEADS),
+                               initial=(V, Q))
         if found is not None and found[0].shape[0] < V.shape[0]:
             V, Q = found
     return V, Q, heads_before
+
 
 def fit(
     data: object,
     *,
     pack_heads: bool = True,
     progress: Progress | None = None,
-    minimise: bool | None = None,
+    minimise: bool = True,
 ) -> Fit:
     """Least-squares fit of an MHLA to every prefix of every sequence, then heads.
 
     `data` is a `Traces` or a sequence of (tokens (T, d), outputs (T, d_out)) pairs.
     `pack_heads` lets head recovery share heads between blocks where that only changes
     coefficients off the training support (heads.py); False gives Algorithm 1's rank(W).
-    `minimise` searches for fewer heads with the same coefficients on the support
-    (`heads.minimise_heads`, alternating least squares); None (default) does so when the
-    data use every reduced feature (dense tokens, e.g. a random MHLA) and d ≤ 32 — the
-    one-hot programs' sparse fits keep their packed heads. The minimised heads are kept
-    only when fewer; `heads_before_minimising` records recover_heads' count either way.
+    `minimise` (default on; False skips it) searches for fewer heads with the same outputs
+    on every training prefix (`minimise.minimise_heads`: alternating least squares over
+    the antisymmetric part, the features off the support and the data's null space). The
+    minimised heads are kept only when fewer; `heads_before_minimising` records
+    recover_heads' count either way.
     """
     seconds: dict[str, float] = {}
     clock = time.perf_counter()
@@ -227,7 +232,8 @@ def fit(
     seconds["solve"] = time.perf_counter() - clock
 
     clock = time.perf_counter()
-    V, Q, heads_before = heads_of(coefficients, support, pack_heads, minimise)
+    V, Q, heads_before = heads_of(coefficients, support, pack_heads, minimise, blocks, labels,
+                                  support_position)
     seconds["heads"] = time.perf_counter() - clock
 
     clock = time.perf_counter()
