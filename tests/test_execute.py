@@ -130,6 +130,22 @@ def test_prefilled_prompts_and_signed_weights_agree_with_the_reference(model):
         assert result.decoded["state"] == expected_mod3(word)
 
 
+def test_the_decoder_prefills_only_where_it_pays():
+    """Long prompts over a small d prefill; a machine's short prompt over d = 481 is
+    stepped (its fold Σ_h Q_hᵀ S V_hᵀ alone would cost ~100 GFLOP for 256 rows)."""
+    from lat.api import compile_source, shipped_program
+    from lat.runtime.execute import _SparseStepper
+
+    small = long_prompt(40)
+    stepper = _SparseStepper(small.V, small.Q, small, 4, "fp32", torch.float32,
+                             torch.device("cpu"), "auto")
+    assert stepper.prefill_pays(40, 1)
+    machine = compile_source(shipped_program("unary_mul.lat"), "unary_mul.lat").model
+    stepper = _SparseStepper(machine.V, machine.Q, machine, 256, "fp32", torch.float32,
+                             torch.device("cpu"), "auto", signed=True)
+    assert not stepper.prefill_pays(len(machine.interface.prompt), 4)
+
+
 def test_recording_a_prefilled_prompt():
     model = long_prompt(20)
     fast = rollout(model, [tuple("ab")], record=True, dtype="fp64")[0]

@@ -223,6 +223,34 @@ def test_token_decoder_equals_reference(Q_kind, F):
     assert_close(ys, mhla_reference(dense, V, Q))
 
 
+@pytest.mark.parametrize("Q_kind", ["identity", "sparse", "dense"])
+def test_signed_token_decoder_equals_reference(Q_kind):
+    """Codes d+1+c are −e_c (machines' sum-of-deltas tokens): same outputs as the loop."""
+    B, T, d, d_out, F = 3, 19, 8, 5, 3
+    H = 3 if Q_kind == "dense" else 1
+    _, V, Q = random_problem(B, 1, d, H, d_out, seed=11)
+    if Q_kind == "identity":
+        Q = torch.eye(d)[None]
+    elif Q_kind == "sparse":
+        Q = torch.zeros(1, d, d)
+        Q[0, torch.arange(d), torch.arange(d).flip(0)] = torch.linspace(1, 2, d)
+    generator = torch.Generator().manual_seed(4)
+    coords = torch.randint(0, 2 * (d + 1), (B, T, F), generator=generator)
+    active = torch.rand(B, T, generator=generator) > 0.25
+    signs = torch.where(coords > d, -1.0, 1.0)
+    rows = torch.where(coords > d, coords - (d + 1), coords)
+    dense = torch.zeros(B, T, d + 1).scatter_add_(2, rows, signs)[..., :d]
+    decoder = TokenDecoder(V, Q, B, signed=True)
+    outputs = []
+    for t in range(T):
+        update = torch.where(active[:, t, None], coords[:, t], d)
+        outputs.append(decoder.step(coords[:, t], update))
+    state = RecurrentState.empty(B, V)
+    expected = [recurrent_step(state, dense[:, t], V, Q, 1.0, False, active[:, t])
+                for t in range(T)]
+    assert_close(torch.stack(outputs, 1), torch.stack(expected, 1))
+
+
 def test_token_decoder_resumes_a_prefill():
     _, V, Q = random_problem(2, 1, 7, 2, 3, seed=8)
     coords = sparse_tokens(2, 30, 7, 2, seed=3)

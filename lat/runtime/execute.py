@@ -11,9 +11,10 @@ loop carries integer *codes* (`_Tokens`), not vectors: a token spec is compiled 
 lookup tables. Tokens of one-hot, product and const fields are binary, and the default
 decoder (`kernels.TokenDecoder`, folded state) touches only the state rows their
 coordinates name — O(H·d·d_out) per new token at most, O(d_out) for the automata the
-compiler emits. Interfaces with dense `embedding` fields, and kernel="recurrent", run
-dense recurrent steps. A long prompt that does not read the model's own outputs is
-prefilled in one chunked call and the decoder resumes from its state. `reference=True`
+compiler emits; machines' signed tokens (±unit vectors) use its signed mode. Interfaces
+with dense `embedding` fields, and kernel="recurrent", run dense recurrent steps. A long
+prompt that does not read the model's own outputs is prefilled in one chunked call and
+the decoder resumes from its state. `reference=True`
 recomputes every output from the whole prefix with the loop form of the definition.
 
 Margins. Every decode records its margin (top-1 minus top-2 of each output block). A
@@ -55,7 +56,11 @@ from lat.runtime.model import CompiledModel
 STATE_BUDGET = 1 << 25
 DTYPES = {"fp32": torch.float32, "fp64": torch.float64}
 WEIGHT_FORMATS = ("fp32", "bf16", "fp16", "fp64")
-PREFILL_MIN = 16  # prompts at least this long (and free of feedback) are prefilled
+PREFILL_MIN = 16  # prompts at least this long (and free of feedback) may be prefilled
+# Cost model of the coordinate decoder's prefill choice (flop-equivalents, measured on the
+# 2-core CPU): a scattered index op costs ~8 matmul flops; one Python step ~2e5 flops.
+INDEX_PENALTY = 8
+STEP_OVERHEAD = 200_000
 GPU_MIN_STATE = 1 << 22  # "auto" runs a batch on CUDA only above this many state floats
 _INVALID = -(1 << 40)  # a table entry for "value not in this field": pushes coords < 0
 
@@ -182,6 +187,8 @@ class _Tokens:
         specs = (*interface.prompt, *interface.feed_cycle)
         signed = any(len(sources) == 3 for spec in specs for sources in spec.values())
         self.negative_base = d + 1 + len(rows) if signed else None
+        # ±unit tokens only (no embedding rows): the coordinate decoder's signed mode
+        self.signed_units = signed and not rows
         if signed:
             rows.extend(-torch.eye(d, dtype=torch.float64))
         self.binary = not rows
@@ -367,22 +374,48 @@ class _Decode:
 
 
 class _SparseStepper:
+    """The coordinate decoder (binary tokens, or ±unit tokens with `signed`).
+
+    `absolute` feeds |z| (for the rounding bound E): a negative code becomes its
+    positive twin."""
+
     def __init__(self, V: torch.Tensor, Q: torch.Tensor, model: CompiledModel, batch: int,
-                 weights: str, dtype: torch.dtype, device: torch.device, kernel: str) -> None:
+                 weights: str, dtype: torch.dtype, device: torch.device, kernel: str,
+                 signed: bool = False, absolute: bool = False) -> None:
         self.V, self.Q, self.weights, self.kernel = V, Q, weights, kernel
         self.model, self.dtype, self.device = model, dtype, device
+        self.absolute, self.d = absolute, V.shape[2]
         self.decoder = TokenDecoder(V, Q, batch, weights=weights, dtype=dtype, device=device,
-                                    scale=model.scale, normalise=model.normalise)
+                                    scale=model.scale, normalise=model.normalise,
+                                    signed=signed and not absolute)
+
+    def prefill_pays(self, prompt: int, fields: int) -> bool:
+        """Prefilling (chunked kernel, then folding S into the decoder's Nᵀ, O(H·d²·d_out)
+        per row) against stepping the prompt token by token (O(F·K·d_out) per row and
+        token, plus a fixed Python cost per step), in flop-equivalents: the fold alone
+        dominates for machines (unary_mul: 10.9 s prefilled vs 0.5 s stepped, B = 256)
+        and context-placement prompts; very long prompts over small d still prefill."""
+        decoder = self.decoder
+        B, H, d, d_out = decoder.batch, decoder.H, decoder.d, decoder.d_out
+        reads = 1 if decoder.unit else (decoder.k_index.shape[1] if decoder.sparse else H * d)
+        stepped = prompt * (B * fields * reads * d_out * INDEX_PENALTY + STEP_OVERHEAD)
+        prefilled = B * (prompt * 4 * H * d * d + 2 * H * d * d * d_out)
+        return prefilled < stepped
+
+    def _codes(self, codes: torch.Tensor) -> torch.Tensor:
+        if not self.absolute:
+            return codes
+        return torch.where(codes > self.d, codes - (self.d + 1), codes)
 
     def step(self, coords: torch.Tensor, update: torch.Tensor) -> torch.Tensor:
-        return self.decoder.step(coords, update)
+        return self.decoder.step(self._codes(coords), self._codes(update))
 
     def prefill(self, Z: torch.Tensor) -> torch.Tensor:
         B = Z.shape[0]
         state = RecurrentState.empty(B, self.V, self.dtype, self.device, layout="shared")
         kernel = "auto" if self.kernel in ("auto", "recurrent") else self.kernel
-        Y = mhla(Z, self.V, self.Q, self.model.scale, self.model.normalise, kernel,
-                 state=state, weights=self.weights)
+        Y = mhla(Z.abs() if self.absolute else Z, self.V, self.Q, self.model.scale,
+                 self.model.normalise, kernel, state=state, weights=self.weights)
         self.decoder.load_shared(state.tensor, state.length, self.V, self.Q, self.weights)
         return Y.to(self.dtype)
 
@@ -535,10 +568,11 @@ def _rollout_batch(
     def stepper(V: torch.Tensor, Q: torch.Tensor, absolute: bool = False):
         if reference:
             return _ReferenceStepper(V, Q, model, weights, dtype, tokens, absolute)
-        if kernel == "recurrent" or not tokens.binary:
+        if kernel == "recurrent" or not (tokens.binary or tokens.signed_units):
             return _DenseStepper(V, Q, model, batch, weights, dtype, device, tokens, kernel,
                                  absolute)
-        return _SparseStepper(V, Q, model, batch, weights, dtype, device, kernel)
+        return _SparseStepper(V, Q, model, batch, weights, dtype, device, kernel,
+                              signed=tokens.signed_units, absolute=absolute)
 
     main = stepper(V, Q)
     rounding = weight_rounding(weights)
@@ -581,6 +615,8 @@ def _rollout_batch(
     prefill = (
         not reference and len(prompt) >= PREFILL_MIN and kernel != "recurrent"
         and not any(plan.uses_output for plan in prompt)
+        and (not isinstance(main, _SparseStepper)
+             or main.prefill_pays(len(prompt), max(len(p.fields) for p in prompt)))
     )
     if prefill:
         columns, masks = [], []

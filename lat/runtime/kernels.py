@@ -699,6 +699,10 @@ class TokenDecoder:
     product, O(H·d·d_out). No per-row Python work either way.
 
     The weights are rounded to `weights` and used in the state format (fp32, or fp64).
+
+    `signed=True` also takes negative unit vectors: code d+1+c is −e_c (code 2d+1 is
+    "nothing" again), as machines' sum-of-deltas tokens need. The tables get negated
+    copies, and each read row is weighted by its sign.
     """
 
     def __init__(
@@ -712,6 +716,7 @@ class TokenDecoder:
         device: torch.device | str = "cpu",
         scale: float = 1.0,
         normalise: bool = False,
+        signed: bool = False,
     ) -> None:
         w = _dtype(weights)
         sd = dtype or state_dtype(w)
@@ -747,6 +752,14 @@ class TokenDecoder:
                 coef[c, :n] = q_rows[c, heads, cols]
             self.k_index, self.h_index, self.coef = k_index, h_index, coef
         self.q_rows = q_rows.reshape(d + 1, H * d).contiguous()
+        self.signed = signed
+        if signed:  # codes d+1 … 2d+1: the same rows negated
+            self.values = torch.cat([self.values, -self.values]).contiguous()
+            self.q_rows = torch.cat([self.q_rows, -self.q_rows]).contiguous()
+            if self.sparse and not self.unit:
+                self.k_index = torch.cat([self.k_index, self.k_index])
+                self.h_index = torch.cat([self.h_index, self.h_index])
+                self.coef = torch.cat([self.coef, -self.coef])
         self.base = torch.arange(batch, device=self.device) * (d + 1)
         self.state = torch.zeros(batch, d + 1, d_out, dtype=sd, device=self.device)
 
@@ -777,8 +790,15 @@ class TokenDecoder:
         else:
             v = self.values.index_select(0, update.reshape(-1)).view(B, F, -1).sum(1)
         if self.unit:
-            rows = (self.base[:, None] + update).view(-1)
-            flat.index_add_(0, rows, v.repeat_interleave(F, dim=0) if F > 1 else v)
+            if self.signed:  # row c of a code ±e_c gets ±(V z)
+                negative = update > d
+                rows = (self.base[:, None] + torch.where(negative, update - (d + 1), update))
+                sign = 1.0 - 2.0 * negative.to(v.dtype)
+                flat.index_add_(0, rows.view(-1), (sign[:, :, None] * v[:, None, :]).view(
+                    B * F, -1))
+            else:
+                rows = (self.base[:, None] + update).view(-1)
+                flat.index_add_(0, rows, v.repeat_interleave(F, dim=0) if F > 1 else v)
             if F > 1:  # a padding coordinate beside real ones must not fill the spare row
                 self.state[:, d].zero_()
         elif self.sparse:
@@ -795,10 +815,16 @@ class TokenDecoder:
         else:
             a = self.q_rows.index_select(0, update.reshape(-1)).view(B, F, H, d).sum(1)
             self.state[:, :d].baddbmm_(a.transpose(1, 2), v.view(B, H, d_out))
-        rows = (self.base[:, None] + coords).view(-1)
-        y = flat.index_select(0, rows)
-        if F > 1:
-            y = y.view(B, F, d_out).sum(1)
+        if self.signed:
+            negative = coords > d
+            rows = (self.base[:, None] + torch.where(negative, coords - (d + 1), coords))
+            y = flat.index_select(0, rows.view(-1)).view(B, F, d_out)
+            y = (y * (1.0 - 2.0 * negative.to(y.dtype))[:, :, None]).sum(1)
+        else:
+            rows = (self.base[:, None] + coords).view(-1)
+            y = flat.index_select(0, rows)
+            if F > 1:
+                y = y.view(B, F, d_out).sum(1)
         self.length += 1
         if self.scale != 1.0:
             y = y * self.scale
