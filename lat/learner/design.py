@@ -57,6 +57,7 @@ __all__ = ["Design", "DesignComparison", "design_comparison", "design_words",
 Word = tuple[str, ...]
 Part = tuple[np.ndarray, np.ndarray, np.ndarray]  # (rows, cols, vals) of one sequence
 CHECK_CHUNK = 256  # sequences checked against the span at once
+EXPLORE_WORDS = 4096  # most words of the shortest allowed length enumerated to explore
 STRONG = 1e-3  # first-pass pivot threshold (relative residual); see _pivot
 
 
@@ -281,7 +282,12 @@ def _explore(source: CompiledModel, lengths: Sequence[int]
     reach: dict[bytes, Word] = {}
     moves: dict[bytes, dict[str, bytes]] = {}
     start = min(lengths)
-    level = [w for w in _all_words(alphabet, start)]
+    if len(alphabet) ** start <= EXPLORE_WORDS:
+        level = _all_words(alphabet, start)
+    else:  # too many shortest words to enumerate: a random sample of them
+        rng = np.random.default_rng(start)
+        level = [tuple(alphabet[i] for i in rng.integers(0, len(alphabet), start))
+                 for _ in range(EXPLORE_WORDS)]
     level_nodes = [node(t, w) for t, w in zip(_runs(source, level), level, strict=True)]
     frontier: list[tuple[bytes, Word]] = []
     for w, n in zip(level, level_nodes, strict=True):
