@@ -58,6 +58,8 @@ Word = tuple[str, ...]
 Part = tuple[np.ndarray, np.ndarray, np.ndarray]  # (rows, cols, vals) of one sequence
 CHECK_CHUNK = 256  # sequences checked against the span at once
 EXPLORE_WORDS = 4096  # most words of the shortest allowed length enumerated to explore
+MAX_NODES = 512  # exploration stops growing past this many nodes
+MAX_TARGETED = 20000  # targeted words kept (a random subset beyond it)
 STRONG = 1e-3  # first-pass pivot threshold (relative residual); see _pivot
 
 
@@ -302,7 +304,7 @@ def _explore(source: CompiledModel, lengths: Sequence[int]
         for (n, _, a), w, tokens in zip(nxt, words, _runs(source, words), strict=True):
             m = node(tokens, w)
             moves.setdefault(n, {})[a] = m
-            if m not in reach:
+            if m not in reach and len(reach) < MAX_NODES:
                 reach[m] = w
                 frontier.append((m, w))
     return reach, moves
@@ -332,15 +334,14 @@ def _targeted(reach: dict[bytes, Word], moves: dict[bytes, dict[str, bytes]],
                 if m not in paths:
                     paths[m] = (*paths[n], a)
                     queue.append(m)
-        for path in paths.values():
-            word = (*prefix, *path)
-            if len(word) > top:
-                continue
-            pad = top - len(word)
-            word = (*word, *(alphabet[i] for i in rng.integers(0, len(alphabet), pad)))
-            if len(word) in allowed:
-                words.append(word)
-    return list(dict.fromkeys(words))
+        words.extend(w for w in ((*prefix, *path) for path in paths.values())
+                     if len(w) <= top)
+    words = list(dict.fromkeys(words))
+    if len(words) > MAX_TARGETED:
+        words = [words[i] for i in sorted(rng.choice(len(words), MAX_TARGETED, replace=False))]
+    padded = [(*w, *(alphabet[i] for i in rng.integers(0, len(alphabet), top - len(w))))
+              for w in words]
+    return list(dict.fromkeys(w for w in padded if len(w) in allowed))
 
 
 @dataclass(frozen=True)
