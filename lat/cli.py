@@ -198,7 +198,8 @@ def cmd_learn(args: argparse.Namespace) -> int:
         result = learn(source, traces=traces, samples=args.samples, max_len=args.max_len,
                        seed=args.seed, progress=progress, workers=args.workers,
                        design="qr" if args.design or args.compare_random else None,
-                       compare_random=args.compare_random)
+                       compare_random=args.compare_random,
+                       minimise=not args.no_minimise)
     if args.output:
         result.model.save(args.output)
     report = result.to_json()
@@ -213,9 +214,12 @@ def _print_learn(report: dict, output: str | None) -> None:
     certificate = report["certificate"]
     table = Table(title="learned by least squares (Algorithm 1)", show_header=False,
                   title_justify="left")
-    for key in ("samples", "train_max_abs_error", "heads"):
+    for key in ("samples", "train_max_abs_error"):
         table.add_row(key, f"{report[key]:.3g}" if isinstance(report[key], float)
                       else str(report[key]))
+    before = report.get("heads_before_minimising")
+    table.add_row("heads", str(report["heads"]) if before in (None, report["heads"])
+                  else f"{report['heads']} (Algorithm 1: {before})")
     for key, value in certificate.items():
         table.add_row(f"certificate.{key}", f"{value:.3g}" if isinstance(value, float)
                       else str(value))
@@ -441,6 +445,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--compare-random", action="store_true",
                    help="with --design (implied): also count the random traces needed to "
                    "cover the same certification domain (samples-to-identifiability)")
+    p.add_argument("--no-minimise", action="store_true",
+                   help="keep Algorithm 1's heads (skip the fewest-heads search)")
     p.add_argument("-o", "--output", help="write the learned artifact here")
     p.add_argument("--json", action="store_true")
 

@@ -128,3 +128,29 @@ def test_relearned_automata_reach_the_compiled_head_count(states, symbols, seed)
     assert result.model.heads == 1
     assert torch.equal(torch.tensor(result.model.V.shape), torch.tensor((1, source.d_out,
                                                                           source.d)))
+
+
+def test_learn_minimises_only_when_asked_and_reports_both_counts():
+    source = automaton_model(**PARITY)
+    kept = learn(source, samples=200, max_len=12, domain_samples=200, minimise=False)
+    small = learn(source, samples=200, max_len=12, domain_samples=200)
+    assert kept.heads == kept.fit.heads_before_minimising > 1
+    assert small.heads == 1 and small.fit.heads_before_minimising == kept.heads
+    assert "minimise_heads" in small.to_json()["seconds"]
+    assert small.to_json()["heads_before_minimising"] == kept.heads
+    assert small.equivalent and small.certificate.identifiable
+
+
+def test_cli_learn_shows_heads_before_and_after(tmp_path, capsys):
+    from lat.api import shipped_program
+    from lat.cli import main
+
+    path = tmp_path / "parity.lat"
+    path.write_text(shipped_program("parity.lat"))
+    assert main(["learn", str(path)]) == 0
+    assert "1 (Algorithm 1: 2)" in capsys.readouterr().out
+    assert main(["learn", str(path), "--no-minimise", "--json"]) == 0
+    import json
+
+    report = json.loads(capsys.readouterr().out)
+    assert report["heads"] == report["heads_before_minimising"] == 2

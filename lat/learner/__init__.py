@@ -32,7 +32,7 @@ import numpy as np
 import torch
 
 from lat.learner.certificate import COVERAGE_TOL, Certificate, certify, sequence_residuals
-from lat.learner.solve import Fit, fit
+from lat.learner.solve import Fit, fit, minimal_heads
 from lat.learner.traces import Traces, record_traces, sample_words
 from lat.runtime.errors import InputError
 from lat.runtime.execute import RunResult, rollout
@@ -113,6 +113,7 @@ def learn(
     design: str | None = None,
     compare_random: bool = False,
     max_random: int = 50000,
+    minimise: bool = True,
 ) -> LearnResult:
     """Learn an MHLA from `source`'s rollouts (or from recorded `traces`) and certify it.
 
@@ -145,6 +146,10 @@ def learn(
     `workers` > 1 shards the regression over that many local processes (torch.distributed,
     gloo on 127.0.0.1; lat/learner/distributed.py); the fit equals the single-process one
     up to round-off.
+
+    `minimise` (default on) searches the final fit for the fewest heads with the same
+    outputs on every training prefix (minimise.py); `heads_before_minimising` in the
+    report is Algorithm 1's count. Intermediate fits of the data design are not minimised.
     """
     if source is None and traces is None:
         raise ValueError("learn needs a source model or recorded traces")
@@ -197,6 +202,10 @@ def learn(
             fitted = _fit(traces, workers, progress)
     seconds["fit"] = time.perf_counter() - clock - fitted.seconds.get("train_check", 0.0)
     seconds["train_check"] = fitted.seconds.get("train_check", 0.0)
+    if minimise:
+        clock = time.perf_counter()
+        fitted = minimal_heads(fitted, traces)
+        seconds["minimise_heads"] = time.perf_counter() - clock
     model = CompiledModel(
         V=torch.from_numpy(fitted.V),
         Q=torch.from_numpy(fitted.Q),
@@ -292,11 +301,12 @@ def learn(
 
 
 def _fit(traces: Traces, workers: int, progress: Progress | None) -> Fit:
+    """A fit without the fewest-heads search (learn runs it once, on the final fit)."""
     if workers > 1:
         from lat.learner.distributed import fit_workers
 
-        return fit_workers(traces, workers)
-    return fit(traces, progress=progress)
+        return fit_workers(traces, workers, minimise=False)
+    return fit(traces, progress=progress, minimise=False)
 
 
 def _check_supported(model: CompiledModel) -> None:

@@ -44,7 +44,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
@@ -59,8 +59,8 @@ DENSE_LIMIT = 1 << 27  # largest dense array of one block (numbers), primal or d
 
 Progress = Callable[[str, int, int], None]
 
-__all__ = ["EIG_RTOL", "Block", "Fit", "fit", "mhla_outputs", "row_batches", "sequence_pairs",
-           "support_coefficients"]
+__all__ = ["EIG_RTOL", "Block", "Fit", "fit", "mhla_outputs", "minimal_heads", "row_batches",
+           "sequence_pairs", "support_coefficients"]
 
 
 @dataclass(frozen=True)
@@ -237,9 +237,7 @@ def fit(
     seconds["heads"] = time.perf_counter() - clock
 
     clock = time.perf_counter()
-    head_values = support_coefficients(V, Q, support)
-    learned = Coefficients(d, d_out, support, head_values).predict(rows, cols, vals, N)
-    train_error = float(np.abs(learned - Y).max()) if Y.size else 0.0
+    train_error = _train_error(V, Q, support, rows, cols, vals, Y)
     seconds["train_check"] = time.perf_counter() - clock
 
     return Fit(
@@ -262,6 +260,46 @@ def fit(
         seconds=seconds,
         heads_before_minimising=heads_before,
     )
+
+
+def minimal_heads(fitted: Fit, data: object) -> Fit:
+    """`fitted` with the fewest heads the minimiser finds (minimise.py), or unchanged.
+
+    For callers that fit several times and keep only the last fit (`learn`'s data design):
+    fit with minimise=False, then minimise once. `data` are the fit's training sequences;
+    the training error is recomputed from the new heads on every training prefix."""
+    if fitted.heads <= 1:
+        return fitted
+    seconds = dict(fitted.seconds)
+    clock = time.perf_counter()
+    found = minimise_heads(fitted.coefficients, fitted.d, fitted.d_out, blocks=fitted.blocks,
+                           support_block=fitted.support_block,
+                           support_position=fitted.support_position,
+                           max_heads=min(fitted.heads - 1, MINIMISE_MAX_HEADS),
+                           initial=(fitted.V, fitted.Q))
+    seconds["heads"] = seconds.get("heads", 0.0) + time.perf_counter() - clock
+    if found is None or found[0].shape[0] >= fitted.heads:
+        return replace(fitted, seconds=seconds)
+    V, Q = found
+    clock = time.perf_counter()
+    pairs = sequence_pairs(data)
+    rows, cols, vals = _stack_features([t for t, _ in pairs], None)
+    Y = np.concatenate([o for _, o in pairs], axis=0)
+    train_error = _train_error(V, Q, fitted.support, rows, cols, vals, Y)
+    seconds["train_check"] = time.perf_counter() - clock
+    return replace(fitted, V=V, Q=Q, train_max_abs_error=train_error, seconds=seconds)
+
+
+def _train_error(V: np.ndarray, Q: np.ndarray, support: np.ndarray, rows: np.ndarray,
+                 cols: np.ndarray, vals: np.ndarray, Y: np.ndarray) -> float:
+    """max |outputs of heads V, Q − Y| over every training prefix (exact, via p(Θ))."""
+    if not Y.size:
+        return 0.0
+    d, d_out = V.shape[2], V.shape[1]
+    head_values = support_coefficients(V, Q, support)
+    learned = Coefficients(d, d_out, support, head_values).predict(rows, cols, vals,
+                                                                   Y.shape[0])
+    return float(np.abs(learned - Y).max())
 
 
 def support_coefficients(V: np.ndarray, Q: np.ndarray, columns: np.ndarray) -> np.ndarray:
