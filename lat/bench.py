@@ -484,6 +484,8 @@ def _learn_seconds(shape: dict[str, int]) -> dict[str, object]:
     seconds = time.perf_counter() - started
     return {"seconds": seconds, "equivalent": result.equivalent,
             "identifiable": result.certificate.identifiable, "heads": result.heads,
+            "heads_before_minimising": result.fit.heads_before_minimising,
+            "phases": result.seconds,
             "traces": result.traces, "d": model.d,
             "features_used": result.certificate.features_used,
             "features_total": result.certificate.features_total}
