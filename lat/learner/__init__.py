@@ -108,7 +108,7 @@ def learn(
     seed: int = 0,
     progress: Progress | None = None,
     dtype: str = "fp32",
-    design_rounds: int = 4,
+    design_rounds: int = 8,
     workers: int = 1,
     design: str | None = None,
     compare_random: bool = False,
