@@ -46,13 +46,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 from lat.learner.features import Coefficients, column_labels, feature_triples
+from lat.runtime.device import single_thread
 
 # Accept a head set whose projected coefficients match to this × scale: 1000× below the
 # certificate's realizability threshold (1e-6), and above the floor ALS reaches on nearly
@@ -177,7 +177,9 @@ def minimise_heads(
     if coefficients.d != d or coefficients.d_out != d_out:
         raise ValueError(f"coefficients are for d={coefficients.d}, d_out="
                          f"{coefficients.d_out}, not d={d}, d_out={d_out}")
-    with _single_threaded():
+    # The systems are small (≲ 10³): one thread avoids the contention that makes
+    # multi-threaded BLAS 10–50× slower when other processes share the cores.
+    with single_thread():
         problem = constraints(coefficients, blocks, support_block, support_position)
         scale = float(np.abs(problem.target).max()) if problem.target.size else 0.0
         if scale == 0.0:
@@ -444,15 +446,3 @@ def _solve(N: np.ndarray, rhs: np.ndarray) -> np.ndarray:
     for _ in range(2):
         x += torch.cholesky_solve(b - A @ x, factor)
     return x.numpy()
-
-
-@contextmanager
-def _single_threaded():
-    """The minimiser's systems are small (≲ 10³): one thread avoids the contention that
-    makes multi-threaded BLAS 10–50× slower when other processes share the cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
