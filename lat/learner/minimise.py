@@ -164,9 +164,10 @@ def minimise_heads(
     `coefficients`: a `Coefficients` or a dense (F, d_out) array; `support` restricts a
     dense array to those columns (the rest are free). `blocks` (+ `support_block`,
     `support_position`, from a `Fit`) add the data's null space to the freedom (module
-    docstring). Tries r = 1 … max_heads, `starts` random starts each, until one start
-    meets rtol; None when none did within `iterations` sweeps per start and the `seconds`
-    budget.
+    docstring). Tries r = 1 … max_heads, `starts` starts each (the first: `initial`, a
+    known head set such as Algorithm 1's, merged into r heads; the others random), until
+    one start meets rtol; None when none did within `iterations` sweeps per start and the
+    `seconds` budget.
     """
     if not isinstance(coefficients, Coefficients):
         coefficients = Coefficients.from_dense(np.asarray(coefficients), d)
