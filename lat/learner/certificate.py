@@ -165,10 +165,31 @@ def _coverage(
     return (value if math.isfinite(value) else math.inf), prefixes, worst
 
 
+CHUNK_PREFIXES = 1 << 16  # domain prefixes whose features are held at once
+
+
 def _relative_residuals(
     fit: Fit, sequences: Sequence[np.ndarray]
 ) -> tuple[np.ndarray, np.ndarray]:
-    """‖f − P f‖ / ‖f‖ for every prefix of every sequence, and the sequences' row offsets."""
+    """‖f − P f‖ / ‖f‖ for every prefix of every sequence, and the sequences' row offsets.
+
+    Sequences go in groups of about CHUNK_PREFIXES prefixes: a context-placement domain
+    (8,000 words × 71 prompt tokens) has ~10⁸ feature entries, which held at once cost
+    gigabytes and most of `learn`'s time."""
+    lengths = [s.shape[0] for s in sequences]
+    offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+    relative = np.zeros(int(offsets[-1]), dtype=np.float64)
+    first = 0
+    while first < len(sequences):
+        last = first + 1
+        while last < len(sequences) and offsets[last + 1] - offsets[first] <= CHUNK_PREFIXES:
+            last += 1
+        relative[offsets[first]: offsets[last]] = _chunk_residuals(fit, sequences[first:last])
+        first = last
+    return relative, offsets
+
+
+def _chunk_residuals(fit: Fit, sequences: Sequence[np.ndarray]) -> np.ndarray:
     lengths = [s.shape[0] for s in sequences]
     prefixes = int(sum(lengths))
     parts = [prefix_features(s) for s in sequences]
@@ -188,7 +209,10 @@ def _relative_residuals(
     block = fit.support_block[position[inside]]
     local = fit.support_position[position[inside]]
     r_in, v_in = rows[inside], vals[inside]
-    order = np.lexsort((r_in, block))
+    if r_in.size and bool(np.all(r_in[1:] >= r_in[:-1])):  # prefix_features' row order
+        order = np.argsort(block, kind="stable")  # keeps rows sorted within each block
+    else:
+        order = np.lexsort((r_in, block))
     block, local, r_in, v_in = block[order], local[order], r_in[order], v_in[order]
     bounds = np.flatnonzero(np.r_[True, block[1:] != block[:-1], True]) if block.size else []
     for start, stop in zip(bounds[:-1], bounds[1:], strict=False):
@@ -198,8 +222,7 @@ def _relative_residuals(
         residual2 += _block_residual2(info.basis, r_in[start:stop], local[start:stop],
                                       v_in[start:stop], prefixes)
     with np.errstate(divide="ignore", invalid="ignore"):
-        relative = np.where(norm2 > 0, np.sqrt(residual2) / np.sqrt(norm2), 0.0)
-    return relative, offsets
+        return np.where(norm2 > 0, np.sqrt(residual2) / np.sqrt(norm2), 0.0)
 
 
 def _block_residual2(
