@@ -68,6 +68,7 @@ def test_random_automata_are_relearned_and_certified(model):
     assert result.certificate.coverage_residual <= 1e-8
     assert result.certificate.lambda_min_full == 0.0  # one-hot data: honest zero
     assert result.checked >= 200
+    assert result.heads == model.heads == 1  # minimise.py reaches the compiled head count
 
 
 @given(automata())
