@@ -146,6 +146,21 @@ def test_the_decoder_prefills_only_where_it_pays():
     assert not stepper.prefill_pays(len(machine.interface.prompt), 4)
 
 
+@pytest.mark.parametrize("weights", ["bf16", "fp16", "fp32"])
+def test_signed_machine_tokens_decode_like_the_reference(weights):
+    """Machines' ±unit tokens take the coordinate decoder's signed mode; their rounding
+    bound runs on the summed token, where writing the symbol already there cancels
+    (e_(a,b) − e_(a,b) = 0): every decode and every margin verdict equals the loop form's."""
+    from lat.api import compile_source, shipped_program
+
+    machine = compile_source(shipped_program("busy.lat"), "busy.lat").model
+    words = [(), ("1",), ("1", "1"), ("0", "1", "0"), ("1", "0", "1", "1")]
+    fast = rollout(machine, words, weights=weights)
+    slow = rollout(machine, words, weights=weights, reference=True)
+    same_runs(fast, slow)
+    assert all(r.margin_resolved for r in fast)
+
+
 def test_recording_a_prefilled_prompt():
     model = long_prompt(20)
     fast = rollout(model, [tuple("ab")], record=True, dtype="fp64")[0]

@@ -14,8 +14,8 @@ coordinates name — O(H·d·d_out) per new token at most, O(d_out) for the auto
 compiler emits; machines' signed tokens (±unit vectors) use its signed mode. Interfaces
 with dense `embedding` fields, and kernel="recurrent", run dense recurrent steps. A long
 prompt that does not read the model's own outputs is prefilled in one chunked call and
-the decoder resumes from its state. `reference=True`
-recomputes every output from the whole prefix with the loop form of the definition.
+the decoder resumes from its state. `reference=True` recomputes every output from the
+whole prefix with the loop form of the definition.
 
 Margins. Every decode records its margin (top-1 minus top-2 of each output block). A
 margin is *resolved* when it exceeds what the number formats can move it by:
@@ -376,18 +376,20 @@ class _Decode:
 class _SparseStepper:
     """The coordinate decoder (binary tokens, or ±unit tokens with `signed`).
 
-    `absolute` feeds |z| (for the rounding bound E): a negative code becomes its
-    positive twin."""
+    `absolute` feeds |z| (for the rounding bound E) and is for binary tokens only, where
+    |z| = z; the bound of signed tokens runs on the dense stepper."""
 
     def __init__(self, V: torch.Tensor, Q: torch.Tensor, model: CompiledModel, batch: int,
                  weights: str, dtype: torch.dtype, device: torch.device, kernel: str,
                  signed: bool = False, absolute: bool = False) -> None:
+        if signed and absolute:
+            raise ValueError("the |z| bound of signed tokens needs the dense stepper")
         self.V, self.Q, self.weights, self.kernel = V, Q, weights, kernel
         self.model, self.dtype, self.device = model, dtype, device
-        self.absolute, self.d = absolute, V.shape[2]
+        self.absolute = absolute
         self.decoder = TokenDecoder(V, Q, batch, weights=weights, dtype=dtype, device=device,
                                     scale=model.scale, normalise=model.normalise,
-                                    signed=signed and not absolute)
+                                    signed=signed)
 
     def prefill_pays(self, prompt: int, fields: int) -> bool:
         """Prefilling (chunked kernel, then folding S into the decoder's Nᵀ, O(H·d²·d_out)
@@ -402,13 +404,8 @@ class _SparseStepper:
         prefilled = B * (prompt * 4 * H * d * d + 2 * H * d * d * d_out)
         return prefilled < stepped
 
-    def _codes(self, codes: torch.Tensor) -> torch.Tensor:
-        if not self.absolute:
-            return codes
-        return torch.where(codes > self.d, codes - (self.d + 1), codes)
-
     def step(self, coords: torch.Tensor, update: torch.Tensor) -> torch.Tensor:
-        return self.decoder.step(self._codes(coords), self._codes(update))
+        return self.decoder.step(coords, update)
 
     def prefill(self, Z: torch.Tensor) -> torch.Tensor:
         B = Z.shape[0]
@@ -568,7 +565,10 @@ def _rollout_batch(
     def stepper(V: torch.Tensor, Q: torch.Tensor, absolute: bool = False):
         if reference:
             return _ReferenceStepper(V, Q, model, weights, dtype, tokens, absolute)
-        if kernel == "recurrent" or not (tokens.binary or tokens.signed_units):
+        # |z| of a signed token is not the sum of its codes' |e_c| (e_(a,b) − e_(a,b) = 0),
+        # so the rounding bound of signed tokens runs dense, on the summed token.
+        coordinates = tokens.binary or (tokens.signed_units and not absolute)
+        if kernel == "recurrent" or not coordinates:
             return _DenseStepper(V, Q, model, batch, weights, dtype, device, tokens, kernel,
                                  absolute)
         return _SparseStepper(V, Q, model, batch, weights, dtype, device, kernel,
