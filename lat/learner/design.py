@@ -45,7 +45,7 @@ import numpy as np
 import torch
 
 from lat.learner.certificate import COVERAGE_TOL, sequence_residuals
-from lat.learner.features import column_labels, prefix_features
+from lat.learner.features import block_layout, column_labels, prefix_features
 from lat.learner.solve import fit
 from lat.runtime.device import single_thread
 from lat.runtime.execute import rollout
@@ -79,13 +79,8 @@ class _Span:
         all_rows = np.concatenate([r + offsets[i] for i, (r, _, _) in enumerate(parts)]
                                   ) if parts else np.zeros(0, np.int64)
         labels = column_labels(all_rows, local, self.support.size)
-        n_blocks = int(labels.max()) + 1 if labels.size else 0
-        order = np.argsort(labels, kind="stable")
-        bounds = np.searchsorted(labels[order], np.arange(n_blocks + 1))
+        _, bounds, self.position = block_layout(labels)
         self.block = labels
-        self.position = np.empty(self.support.size, dtype=np.int64)
-        self.position[order] = (np.arange(self.support.size)
-                                - np.repeat(bounds[:-1], np.diff(bounds)))
         self.sizes = np.diff(bounds)
         self.bases = [np.zeros((int(n), 0)) for n in self.sizes]
         self.rank = 0

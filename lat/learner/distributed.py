@@ -51,7 +51,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from lat.learner.features import Coefficients, column_labels, n_features
+from lat.learner.features import Coefficients, block_layout, column_labels, n_features
 from lat.learner.solve import (
     DENSE_LIMIT,
     Block,
@@ -106,12 +106,9 @@ def sharded_fit(
     all_groups = np.concatenate(groups) if groups else np.zeros(0, np.int64)
     support, index = np.unique(all_cols, return_inverse=True)
     labels = column_labels(all_groups, index, support.size)
-    n_blocks = int(labels.max()) + 1 if labels.size else 0
-    col_order = np.argsort(labels, kind="stable")
-    col_bounds = np.searchsorted(labels[col_order], np.arange(n_blocks + 1))
+    col_order, col_bounds, support_position = block_layout(labels)
+    n_blocks = col_bounds.size - 1
     sizes = np.diff(col_bounds)
-    support_position = np.empty(support.size, dtype=np.int64)
-    support_position[col_order] = np.arange(support.size) - np.repeat(col_bounds[:-1], sizes)
     if np.any(sizes.astype(np.int64) ** 2 > DENSE_LIMIT):
         raise ValueError("a connected block is too large to solve densely; use fewer traces")
     seconds["components"] = time.perf_counter() - clock

@@ -31,6 +31,7 @@ CHUNK_ENTRIES = 1 << 22  # largest dense (positions × pairs) buffer, in numbers
 __all__ = [
     "CHUNK_ENTRIES",
     "Coefficients",
+    "block_layout",
     "column_labels",
     "dense_features",
     "feature_index",
@@ -221,6 +222,20 @@ class Coefficients:
                                     (n_rows, self.columns.size), check_invariants=False)
         values = torch.from_numpy(np.ascontiguousarray(self.values, dtype=np.float64))
         return torch.sparse.mm(X, values).numpy()
+
+
+def block_layout(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Where each column sits in its block, for block labels 0..B−1 (`column_labels`).
+
+    Returns (order, bounds, position): the columns sorted by block (stable, so ascending
+    inside a block), the B+1 block boundaries in that order, and each column's position
+    inside its block — the row of the block's Gram and basis that the column owns."""
+    n_blocks = int(labels.max()) + 1 if labels.size else 0
+    order = np.argsort(labels, kind="stable")
+    bounds = np.searchsorted(labels[order], np.arange(n_blocks + 1))
+    position = np.empty(labels.size, dtype=np.int64)
+    position[order] = np.arange(labels.size) - np.repeat(bounds[:-1], np.diff(bounds))
+    return order, bounds, position
 
 
 def column_labels(rows: np.ndarray, cols: np.ndarray, n_cols: int) -> np.ndarray:

@@ -49,7 +49,13 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 import torch
 
-from lat.learner.features import Coefficients, column_labels, n_features, prefix_features
+from lat.learner.features import (
+    Coefficients,
+    block_layout,
+    column_labels,
+    n_features,
+    prefix_features,
+)
 from lat.learner.heads import recover_heads
 from lat.learner.minimise import MINIMISE_MAX_HEADS, minimise_heads
 
@@ -203,13 +209,8 @@ def fit(
     clock = time.perf_counter()
     support, local = np.unique(cols, return_inverse=True)
     labels = column_labels(rows, local, support.size)
-    n_blocks = int(labels.max()) + 1 if labels.size else 0
-    col_order = np.argsort(labels, kind="stable")
-    col_bounds = np.searchsorted(labels[col_order], np.arange(n_blocks + 1))
-    support_position = np.empty(support.size, dtype=np.int64)
-    support_position[col_order] = np.arange(support.size) - np.repeat(
-        col_bounds[:-1], np.diff(col_bounds)
-    )
+    col_order, col_bounds, support_position = block_layout(labels)
+    n_blocks = col_bounds.size - 1
     entry_block = labels[local]
     order = np.lexsort((rows, entry_block))
     entry_bounds = np.searchsorted(entry_block[order], np.arange(n_blocks + 1))
