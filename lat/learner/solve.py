@@ -150,7 +150,6 @@ def sequence_pairs(data: object) -> list[tuple[np.ndarray, np.ndarray]]:
     return out
 
 
-
 def heads_of(
     coefficients: Coefficients, support: np.ndarray, pack_heads: bool, minimise: bool,
     blocks: Sequence[Block] | None = None, support_block: np.ndarray | None = None,
@@ -162,14 +161,23 @@ def heads_of(
     d, d_out = coefficients.d, coefficients.d_out
     V, Q = recover_heads(coefficients, d, d_out, support=support if pack_heads else None)
     heads_before = int(V.shape[0])
-    if minimise and V.shape[0] > 1:
-        found = minimise_heads(coefficients, d, d_out, blocks=blocks,
-                               support_block=support_block, support_position=support_position,
-                               max_heads=min(V.shape[0] - 1, MINIMISE_MAX_HEADS),
-                               initial=(V, Q))
-        if found is not None and found[0].shape[0] < V.shape[0]:
+    if minimise:
+        found = _fewer_heads(coefficients, blocks, support_block, support_position, V, Q)
+        if found is not None:
             V, Q = found
     return V, Q, heads_before
+
+
+def _fewer_heads(coefficients: Coefficients, blocks: Sequence[Block] | None,
+                 support_block: np.ndarray | None, support_position: np.ndarray | None,
+                 V: np.ndarray, Q: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """Fewer heads than (V, Q) with the same outputs on the training span, or None."""
+    if V.shape[0] <= 1:
+        return None
+    found = minimise_heads(coefficients, coefficients.d, coefficients.d_out, blocks=blocks,
+                           support_block=support_block, support_position=support_position,
+                           max_heads=min(V.shape[0] - 1, MINIMISE_MAX_HEADS), initial=(V, Q))
+    return found if found is not None and found[0].shape[0] < V.shape[0] else None
 
 
 def fit(
@@ -187,8 +195,8 @@ def fit(
     `minimise` (default on; False skips it) searches for fewer heads with the same outputs
     on every training prefix (`minimise.minimise_heads`: alternating least squares over
     the antisymmetric part, the features off the support and the data's null space). The
-    minimised heads are kept only when fewer; `heads_before_minimising` records
-    recover_heads' count either way.
+    minimised heads are kept only when fewer and when they reproduce the training outputs
+    (`_minimised`); `heads_before_minimising` records recover_heads' count either way.
     """
     seconds: dict[str, float] = {}
     clock = time.perf_counter()
@@ -237,15 +245,14 @@ def fit(
     seconds["solve"] = time.perf_counter() - clock
 
     clock = time.perf_counter()
-    V, Q, heads_before = heads_of(coefficients, support, pack_heads, minimise, blocks, labels,
-                                  support_position)
+    V, Q, heads_before = heads_of(coefficients, support, pack_heads, False)
     seconds["heads"] = time.perf_counter() - clock
 
     clock = time.perf_counter()
     train_error = _train_error(V, Q, support, rows, cols, vals, Y)
     seconds["train_check"] = time.perf_counter() - clock
 
-    return Fit(
+    fitted = Fit(
         d=d,
         d_out=d_out,
         samples=N,
@@ -265,6 +272,7 @@ def fit(
         seconds=seconds,
         heads_before_minimising=heads_before,
     )
+    return _minimised(fitted, lambda: (rows, cols, vals, Y)) if minimise else fitted
 
 
 def minimal_heads(fitted: Fit, data: object) -> Fit:
@@ -273,25 +281,30 @@ def minimal_heads(fitted: Fit, data: object) -> Fit:
     For callers that fit several times and keep only the last fit (`learn`'s data design):
     fit with minimise=False, then minimise once. `data` are the fit's training sequences;
     the training error is recomputed from the new heads on every training prefix."""
-    if fitted.heads <= 1:
-        return fitted
+    def training() -> tuple[np.ndarray, ...]:
+        pairs = sequence_pairs(data)
+        rows, cols, vals = _stack_features([t for t, _ in pairs], None)
+        return rows, cols, vals, np.concatenate([o for _, o in pairs], axis=0)
+
+    return _minimised(fitted, training)
+
+
+def _minimised(fitted: Fit, training: Callable[[], tuple[np.ndarray, ...]]) -> Fit:
+    """The fewest-heads search on `fitted`; the new heads are kept only when they
+    reproduce every training output (`training()` gives its features and outputs, built
+    only then) to MINIMAL_HEADS_RTOL × max(1, max|y|), or as well as the old ones did."""
     seconds = dict(fitted.seconds)
     clock = time.perf_counter()
-    found = minimise_heads(fitted.coefficients, fitted.d, fitted.d_out, blocks=fitted.blocks,
-                           support_block=fitted.support_block,
-                           support_position=fitted.support_position,
-                           max_heads=min(fitted.heads - 1, MINIMISE_MAX_HEADS),
-                           initial=(fitted.V, fitted.Q))
+    found = _fewer_heads(fitted.coefficients, fitted.blocks, fitted.support_block,
+                         fitted.support_position, fitted.V, fitted.Q)
     seconds["heads"] = seconds.get("heads", 0.0) + time.perf_counter() - clock
-    if found is None or found[0].shape[0] >= fitted.heads:
+    if found is None:
         return replace(fitted, seconds=seconds)
     V, Q = found
     clock = time.perf_counter()
-    pairs = sequence_pairs(data)
-    rows, cols, vals = _stack_features([t for t, _ in pairs], None)
-    Y = np.concatenate([o for _, o in pairs], axis=0)
+    rows, cols, vals, Y = training()
     train_error = _train_error(V, Q, fitted.support, rows, cols, vals, Y)
-    seconds["train_check"] = time.perf_counter() - clock
+    seconds["train_check"] = seconds.get("train_check", 0.0) + time.perf_counter() - clock
     if train_error > max(fitted.train_max_abs_error,
                          MINIMAL_HEADS_RTOL * max(1.0, fitted.output_scale)):
         return replace(fitted, seconds=seconds)  # fewer heads, but not the same outputs
