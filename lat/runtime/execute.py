@@ -431,6 +431,10 @@ class _DenseStepper:
         self.state = RecurrentState.empty(batch, V, dtype, device)
         self.prepared = prepare(V, Q, weights)
 
+    def prefill_pays(self, prompt: int, fields: int) -> bool:
+        """Always: the dense state is the prefill's own state, nothing to fold."""
+        return True
+
     def step(self, coords: torch.Tensor, update: torch.Tensor) -> torch.Tensor:
         z = self.tokens.dense(coords, self.dtype)
         if self.absolute:
@@ -615,8 +619,7 @@ def _rollout_batch(
     prefill = (
         not reference and len(prompt) >= PREFILL_MIN and kernel != "recurrent"
         and not any(plan.uses_output for plan in prompt)
-        and (not isinstance(main, _SparseStepper)
-             or main.prefill_pays(len(prompt), max(len(p.fields) for p in prompt)))
+        and main.prefill_pays(len(prompt), max(len(p.fields) for p in prompt))
     )
     if prefill:
         columns, masks = [], []
