@@ -14,7 +14,7 @@ Importing this module has no side effects (no Hypothesis profiles are registered
 from __future__ import annotations
 
 import string
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from hypothesis import strategies as st
 
@@ -90,6 +90,32 @@ def _separator(draw: st.DrawFn) -> str:
     return "".join(parts)
 
 
+def _declaration(draw: st.DrawFn, kind: str, name: str, lines: Sequence[str]) -> str:
+    """`kind name { lines }`, maybe after a comment, with random separators."""
+    text = draw(st.sampled_from(["", f"# a random {kind}\n"]))
+    text += f"{kind} {name} {{" + draw(_separator())
+    for line in lines:
+        text += line + draw(_separator())
+    return text + "}\n"
+
+
+def _transitions(draw: st.DrawFn, state: str, groups: Sequence[tuple[object, list[str]]],
+                 action: Callable[[object], str], sym: Callable[[str], str]) -> list[str]:
+    """One state's rules: symbols grouped by what they do (`action(key)` is its text);
+    a random group becomes `*`, each other one `a | b -> …` or one rule per symbol."""
+    lines: list[str] = []
+    star = draw(st.integers(-1, len(groups) - 1))  # which group becomes `*`, if any
+    for index, (key, texts) in enumerate(groups):
+        does = action(key)
+        if index == star:
+            lines.append(f"{state} * -> {does}")
+        elif draw(st.booleans()):
+            lines.append(f"{state} {' | '.join(sym(t) for t in texts)} -> {does}")
+        else:
+            lines.extend(f"{state} {sym(t)} -> {does}" for t in texts)
+    return lines
+
+
 @st.composite
 def automaton_sources(draw: st.DrawFn, min_states: int = 2, max_states: int = 30,
                       min_symbols: int = 2, max_symbols: int = 5) -> str:
@@ -121,23 +147,9 @@ def automaton_sources(draw: st.DrawFn, min_states: int = 2, max_states: int = 30
         for text in alphabet:
             target = states[draw(st.integers(0, n_states - 1))]
             by_target.setdefault(target, []).append(text)
-        groups = list(by_target.items())
-        star = draw(st.integers(-1, len(groups) - 1))  # which group becomes `*`, if any
-        for index, (target, texts) in enumerate(groups):
-            if index == star:
-                lines.append(f"{state} * -> {target}")
-            elif draw(st.booleans()):
-                lines.append(f"{state} {' | '.join(sym(t) for t in texts)} -> {target}")
-            else:
-                lines.extend(f"{state} {sym(t)} -> {target}" for t in texts)
+        lines += _transitions(draw, state, list(by_target.items()), str, sym)
     lines = draw(st.permutations(lines))
-
-    body = list(header) + list(lines)
-    text = draw(st.sampled_from(["", "# a random automaton\n"]))
-    text += f"automaton {name} {{" + draw(_separator())
-    for line in body:
-        text += line + draw(_separator())
-    return text + "}\n"
+    return _declaration(draw, "automaton", name, [*header, *lines])
 
 
 @st.composite
@@ -188,23 +200,10 @@ def machine_sources(draw: st.DrawFn, min_states: int = 2, max_states: int = 8,
             action = (draw(st.sampled_from(tape)), draw(st.sampled_from("LRS")),
                       draw(st.sampled_from(states)))
             by_action.setdefault(action, []).append(text)
-        groups = list(by_action.items())
-        star = draw(st.integers(-1, len(groups) - 1))  # which group becomes `*`, if any
-        for index, ((write, move, target), texts) in enumerate(groups):
-            action = f"{sym(write)} {move} {target}"
-            if index == star:
-                lines.append(f"{state} * -> {action}")
-            elif draw(st.booleans()):
-                lines.append(f"{state} {' | '.join(sym(t) for t in texts)} -> {action}")
-            else:
-                lines.extend(f"{state} {sym(t)} -> {action}" for t in texts)
+        lines += _transitions(draw, state, list(by_action.items()),
+                              lambda key: f"{sym(key[0])} {key[1]} {key[2]}", sym)
     lines = draw(st.permutations(lines))
-
-    text = draw(st.sampled_from(["", "# a random machine\n"]))
-    text += f"machine {name} {{" + draw(_separator())
-    for line in [*header, *lines]:
-        text += line + draw(_separator())
-    return text + "}\n"
+    return _declaration(draw, "machine", name, [*header, *lines])
 
 
 def machine_inputs(tape_symbols: Sequence[str], blank: str,
@@ -241,11 +240,7 @@ def memory_sources(draw: st.DrawFn, min_pairs: int = 1, max_pairs: int = 60) -> 
     if draw(st.booleans()):
         default = draw(st.sampled_from(pool) | symbol_texts())
         lines.insert(draw(st.integers(0, len(lines))), f"default: {sym(default)}")
-    text = draw(st.sampled_from(["", "# a random memory\n"]))
-    text += f"memory {name} {{" + draw(_separator())
-    for line in lines:
-        text += line + draw(_separator())
-    return text + "}\n"
+    return _declaration(draw, "memory", name, lines)
 
 
 # --------------------------------------------------------------------------- ASTs
