@@ -14,7 +14,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from lat.api import run, run_report
+from lat.api import run, run_report, shipped_program
 from lat.compiler import compile_source
 from lat.compiler.bind import bind_program
 from lat.compiler.interpret import run_machine
@@ -119,19 +119,7 @@ def test_observed_margins_are_at_least_one() -> None:
 
 # -- each status from a hand-written machine ----------------------------------------------
 
-INCREMENT = """
-machine increment {
-  tape: 0, 1, _
-  blank: _
-  states: carry, done
-  start: carry
-  halt: done
-  bound: steps 16, tape 16
-  carry 1 -> 0 R carry
-  carry 0 -> 1 S done
-  carry _ -> 1 S done
-}
-"""
+INCREMENT = shipped_program("increment.lat")  # the shipped program, not a copy of it
 
 
 def ones(steps: int, cells: int) -> str:
