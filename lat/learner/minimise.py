@@ -47,11 +47,12 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 import torch
 
-from lat.learner.features import Coefficients, column_labels, feature_triples
+from lat.learner.features import Coefficients, block_layout, column_labels, feature_triples
 from lat.runtime.device import single_thread
 
 # Accept a head set whose projected coefficients match to this × scale: 1000× below the
@@ -90,13 +91,18 @@ class Constraints:
     position: np.ndarray
     projectors: tuple[tuple[np.ndarray, int], ...]
 
+    @cached_property
+    def rows_of_block(self) -> list[np.ndarray]:
+        """The rows of every block, ascending (computed once: `project` runs every sweep)."""
+        order, bounds, _ = block_layout(self.block)
+        return [order[bounds[b]: bounds[b + 1]] for b in range(len(self.projectors))]
+
     def project(self, values: np.ndarray) -> np.ndarray:
         """Π applied blockwise to (rows × d_out) values."""
         out = values.copy()
-        for b, (W, sign) in enumerate(self.projectors):
+        for (W, sign), rows in zip(self.projectors, self.rows_of_block, strict=True):
             if W.shape[1] == 0:
                 continue
-            rows = np.flatnonzero(self.block == b)
             Wr = torch.from_numpy(np.ascontiguousarray(W[self.position[rows]]))
             part = (Wr @ (Wr.T @ torch.from_numpy(values[rows]))).numpy()
             out[rows] = part if sign > 0 else values[rows] - part
