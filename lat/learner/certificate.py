@@ -37,6 +37,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
 import numpy as np
+import torch
 
 from lat.learner.features import prefix_features
 from lat.learner.solve import Fit, row_batches
@@ -44,7 +45,7 @@ from lat.learner.solve import Fit, row_batches
 COVERAGE_TOL = 1e-8
 REALIZABLE_RTOL = 1e-6
 
-__all__ = ["COVERAGE_TOL", "REALIZABLE_RTOL", "Certificate", "certify"]
+__all__ = ["COVERAGE_TOL", "REALIZABLE_RTOL", "Certificate", "certify", "outside", "span_residuals"]
 
 
 @dataclass(frozen=True)
@@ -198,16 +199,26 @@ def _chunk_residuals(fit: Fit, sequences: Sequence[np.ndarray]) -> np.ndarray:
     cols = np.concatenate([c for _, c, _ in parts])
     vals = np.concatenate([v for _, _, v in parts])
 
-    norm2 = np.bincount(rows, weights=vals * vals, minlength=prefixes).astype(np.float64)
-    support = fit.support
+    return span_residuals(rows, cols, vals, prefixes, fit.support, fit.support_block,
+                          fit.support_position, [info.basis for info in fit.blocks])
+
+
+def span_residuals(rows: np.ndarray, cols: np.ndarray, vals: np.ndarray, n_rows: int,
+                   support: np.ndarray, block_of: np.ndarray, position_of: np.ndarray,
+                   bases: Sequence[np.ndarray]) -> np.ndarray:
+    """Relative residual ‖f − P f‖ / ‖f‖ of each sparse row f (COO entries) against a span
+    kept per block: support column i lies in block `block_of[i]` at row `position_of[i]` of
+    its orthonormal basis `bases[block]`; columns off the support count fully. 0 for an
+    all-zero row. Shared by the certificate and the data design (design.py)."""
+    norm2 = np.bincount(rows, weights=vals * vals, minlength=n_rows).astype(np.float64)
     position = np.minimum(np.searchsorted(support, cols), max(support.size - 1, 0))
     inside = (support[position] == cols) if support.size else np.zeros(cols.size, bool)
     residual2 = np.bincount(
-        rows[~inside], weights=vals[~inside] ** 2, minlength=prefixes
+        rows[~inside], weights=vals[~inside] ** 2, minlength=n_rows
     ).astype(np.float64)  # bincount of nothing is int64
 
-    block = fit.support_block[position[inside]]
-    local = fit.support_position[position[inside]]
+    block = block_of[position[inside]]
+    local = position_of[position[inside]]
     r_in, v_in = rows[inside], vals[inside]
     if r_in.size and bool(np.all(r_in[1:] >= r_in[:-1])):  # prefix_features' row order
         order = np.argsort(block, kind="stable")  # keeps rows sorted within each block
@@ -216,11 +227,15 @@ def _chunk_residuals(fit: Fit, sequences: Sequence[np.ndarray]) -> np.ndarray:
     block, local, r_in, v_in = block[order], local[order], r_in[order], v_in[order]
     bounds = np.flatnonzero(np.r_[True, block[1:] != block[:-1], True]) if block.size else []
     for start, stop in zip(bounds[:-1], bounds[1:], strict=False):
-        info = fit.blocks[int(block[start])]
-        if info.rank == info.columns.size:
-            continue  # the training features span the whole block: nothing is left over
-        residual2 += _block_residual2(info.basis, r_in[start:stop], local[start:stop],
-                                      v_in[start:stop], prefixes)
+        basis = bases[int(block[start])]
+        if basis.shape[1] == basis.shape[0]:
+            continue  # the span is the whole block: nothing is left over
+        if basis.shape[1] == 0:  # nothing spanned yet: the whole row part is left over
+            residual2 += np.bincount(r_in[start:stop], weights=v_in[start:stop] ** 2,
+                                     minlength=n_rows)
+            continue
+        residual2 += _block_residual2(basis, r_in[start:stop], local[start:stop],
+                                      v_in[start:stop], n_rows)
     with np.errstate(divide="ignore", invalid="ignore"):
         return np.where(norm2 > 0, np.sqrt(residual2) / np.sqrt(norm2), 0.0)
 
@@ -234,6 +249,14 @@ def _block_residual2(
     unique_rows = rows[starts]
     local_row = np.repeat(np.arange(unique_rows.size), np.diff(np.r_[starts, rows.size]))
     for first, F in row_batches(local_row, cols, vals, unique_rows.size, basis.shape[0]):
-        R = F - (F @ basis) @ basis.T
+        R = outside(F, basis)
         out[unique_rows[first : first + F.shape[0]]] += np.einsum("ij,ij->i", R, R)
     return out
+
+
+def outside(F: np.ndarray, basis: np.ndarray) -> np.ndarray:
+    """F − (F U) Uᵀ, in torch: these products are small and many, and on a shared machine
+    numpy's multi-threaded BLAS spends more time waiting for its threads than multiplying
+    (the data design runs them under `single_thread`)."""
+    f, u = torch.from_numpy(F), torch.from_numpy(basis)
+    return (f - (f @ u) @ u.T).numpy()

@@ -42,9 +42,8 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
-import torch
 
-from lat.learner.certificate import COVERAGE_TOL, sequence_residuals
+from lat.learner.certificate import COVERAGE_TOL, outside, sequence_residuals, span_residuals
 from lat.learner.features import block_layout, column_labels, prefix_features
 from lat.learner.solve import fit
 from lat.runtime.device import single_thread
@@ -92,29 +91,8 @@ class _Span:
     def residuals(self, rows: np.ndarray, cols: np.ndarray, vals: np.ndarray,
                   n_rows: int) -> np.ndarray:
         """Relative residual ‖f − P f‖ / ‖f‖ of each row (0 for an all-zero row)."""
-        norm2 = np.bincount(rows, weights=vals * vals, minlength=n_rows)
-        residual2 = np.zeros(n_rows)
-        if rows.size:
-            block, where = self._locate(cols)
-            order = np.lexsort((rows, block))
-            block, where, r, v = block[order], where[order], rows[order], vals[order]
-            bounds = np.flatnonzero(np.r_[True, block[1:] != block[:-1], True])
-            for start, stop in zip(bounds[:-1], bounds[1:], strict=False):
-                b = int(block[start])
-                basis = self.bases[b]
-                if basis.shape[1] == self.sizes[b]:
-                    continue  # the block is spanned
-                rb, wb, vb = r[start:stop], where[start:stop], v[start:stop]
-                if basis.shape[1] == 0:
-                    residual2 += np.bincount(rb, weights=vb * vb, minlength=n_rows)
-                    continue
-                unique_rows, r_local = np.unique(rb, return_inverse=True)
-                F = np.zeros((unique_rows.size, int(self.sizes[b])))
-                F[r_local, wb] = vb
-                R = _outside(F, basis)
-                residual2[unique_rows] += np.einsum("ij,ij->i", R, R)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            return np.where(norm2 > 0, np.sqrt(residual2 / norm2), 0.0)
+        return span_residuals(rows, cols, vals, n_rows, self.support, self.block,
+                              self.position, self.bases)
 
     def _row_residuals(self, parts: Sequence[Part]) -> tuple[np.ndarray, np.ndarray]:
         lengths = [int(r.max()) + 1 if r.size else 0 for r, _, _ in parts]
@@ -157,7 +135,7 @@ class _Span:
             unique_rows, r_local = np.unique(rows[pick], return_inverse=True)
             F = np.zeros((unique_rows.size, size))
             F[r_local, where[pick]] = vals[pick]
-            R = _outside(F, self.bases[b])
+            R = outside(F, self.bases[b])
             norms = np.linalg.norm(F, axis=1)
             relative = np.linalg.norm(R, axis=1) / np.maximum(norms, 1e-300)
             keep = relative > tol
@@ -174,14 +152,6 @@ class _Span:
             self.rank += self.bases[b].shape[1] - before
             grown.add(b)
         return grown
-
-
-def _outside(F: np.ndarray, basis: np.ndarray) -> np.ndarray:
-    """F − (F U) Uᵀ, in torch: these products are small and many, and on a shared machine
-    numpy's multi-threaded BLAS spends more time waiting for its threads than multiplying
-    (callers run under `single_thread`)."""
-    f, u = torch.from_numpy(F), torch.from_numpy(basis)
-    return (f - (f @ u) @ u.T).numpy()
 
 
 def _features(sequences: Sequence[np.ndarray]) -> list[Part]:
