@@ -17,9 +17,10 @@ import numpy as np
 from rich.console import Console
 from rich.syntax import Syntax
 from rich.table import Table
+from rich.text import Text
 
 from lat import api
-from lat.compiler.errors import LatError
+from lat.compiler.errors import LatError, one_line
 from lat.compiler.graph import to_dot
 from lat.compiler.ir import CheckedAutomaton
 from lat.compiler.lower.memory import Embedding
@@ -29,8 +30,24 @@ from lat.runtime.errors import ArtifactError, InputError, PrecisionError
 from lat.runtime.kernels import KERNELS
 from lat.runtime.model import CompiledModel
 
-out = Console(highlight=False)
-err = Console(stderr=True, highlight=False, soft_wrap=True)  # one message, one line
+# User text (inputs, symbols, values, names, paths) is never read as rich markup or emoji
+# codes: every line that holds some is a `Text` (or `markup=False`), see `_say`.
+out = Console(highlight=False, emoji=False)
+err = Console(stderr=True, highlight=False, emoji=False, soft_wrap=True)  # one message, one line
+
+
+def _say(*parts: str | tuple[str, str]) -> None:
+    """Print one line to stdout, literally: each part is text, or (text, style).
+
+    Control characters are shown escaped (`one_line`), so a value holding a newline or a
+    terminal escape sequence can neither split the line nor reach the terminal raw."""
+    line = Text()
+    for part in parts:
+        if isinstance(part, tuple):
+            line.append(one_line(part[0]), style=part[1])
+        else:
+            line.append(one_line(part))
+    out.print(line, soft_wrap=True)
 
 
 def _print_json(data: object) -> None:
@@ -45,7 +62,7 @@ def _json_default(value: object) -> object:
 
 def _warnings(compilation: api.Compilation) -> None:
     for warning in compilation.warnings:
-        err.print(str(warning), markup=False)
+        err.print(Text(str(warning)))
 
 
 def model_summary(model: CompiledModel) -> dict[str, object]:
@@ -65,9 +82,9 @@ def model_summary(model: CompiledModel) -> dict[str, object]:
 
 
 def _summary_table(summary: dict[str, object], title: str) -> Table:
-    table = Table(title=title, show_header=False, title_justify="left")
+    table = Table(title=Text(one_line(title)), show_header=False, title_justify="left")
     for key, value in summary.items():
-        table.add_row(key, str(value))
+        table.add_row(Text(one_line(key)), Text(one_line(str(value))))
     return table
 
 
@@ -77,7 +94,7 @@ def _summary_table(summary: dict[str, object], title: str) -> Table:
 def cmd_check(args: argparse.Namespace) -> int:
     checked = api.check_file(args.file)
     for warning in checked.warnings:
-        err.print(str(warning), markup=False)
+        err.print(Text(str(warning)))
     names = [{"name": d.name, "kind": type(d).__name__.replace("Checked", "").lower()}
              for d in checked.declarations]
     if args.json:
@@ -85,7 +102,7 @@ def cmd_check(args: argparse.Namespace) -> int:
                      "warnings": [str(w) for w in checked.warnings]})
     else:
         listed = ", ".join(f"{n['kind']} {n['name']}" for n in names)
-        out.print(f"{args.file}: ok ({listed})", markup=False)
+        _say(f"{args.file}: ok ({listed})")
     return 0
 
 
@@ -133,14 +150,14 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.json:
         _print_json(report)
         return 0
-    out.print(f"[bold]{report['program']}[/] ({report['kind']}) on {' '.join(report['input'])!r}")
+    _say((str(report["program"]), "bold"),
+         f" ({report['kind']}) on {' '.join(report['input'])!r}")
     if "trace" in report:
-        out.print("trace:  " + " → ".join(report["trace"]), markup=False)
+        _say("trace:  " + " → ".join(report["trace"]))
     if "status" in report:
-        out.print(f"status: {report['status']}   final state: {report['final_state']}",
-                  markup=False)
-    out.print(f"output: [bold]{report['output']}[/]   steps: {report['steps']}   "
-              f"margin: {report['margin']:.3g}")
+        _say(f"status: {report['status']}   final state: {report['final_state']}")
+    _say("output: ", (str(report["output"]), "bold"),
+         f"   steps: {report['steps']}   margin: {report['margin']:.3g}")
     return 0
 
 
@@ -153,12 +170,12 @@ def cmd_verify(args: argparse.Namespace) -> int:
     if args.json:
         _print_json(report.to_json())
     else:
-        verdict = "[green]ok[/]" if report.ok else "[red]MISMATCH[/]"
-        out.print(f"{report.program}: {verdict} — {report.checked} words ({report.domain}, "
-                  f"length ≤ {report.max_len}), {report.mismatches} mismatches, "
-                  f"min margin {report.min_margin:.3g}, {report.seconds:.2f}s")
+        verdict = ("ok", "green") if report.ok else ("MISMATCH", "red")
+        _say(f"{report.program}: ", verdict, f" — {report.checked} words ({report.domain}, "
+             f"length ≤ {report.max_len}), {report.mismatches} mismatches, "
+             f"min margin {report.min_margin:.3g}, {report.seconds:.2f}s")
         for example in report.examples:
-            out.print(f"  {example}", markup=False)
+            _say(f"  {example}")
     return 0 if report.ok else 1
 
 
@@ -181,8 +198,8 @@ def cmd_trace(args: argparse.Namespace) -> int:
     if args.json:
         _print_json(summary)
     else:
-        out.print(f"recorded {len(words)} rollouts ({pairs} (context, output) pairs) "
-                  f"to {args.output}")
+        _say(f"recorded {len(words)} rollouts ({pairs} (context, output) pairs) "
+             f"to {args.output}")
     return 0
 
 
@@ -259,7 +276,8 @@ def cmd_inspect(args: argparse.Namespace) -> int:
                                  f"artifact {path}"))
         fields = ", ".join(f"{f.name}[{f.width}]" for f in model.interface.token_fields)
         outputs = ", ".join(f"{f.name}[{f.width}]" for f in model.interface.output_fields)
-        out.print(f"token fields: {fields}\noutput fields: {outputs}", markup=False)
+        _say(f"token fields: {fields}")
+        _say(f"output fields: {outputs}")
     return 0
 
 
@@ -491,13 +509,13 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.handler(args)
     except LatError as error:
-        err.print(str(error.diagnostic), markup=False)
+        err.print(Text(str(error.diagnostic)))
         return 2
     except (InputError, ArtifactError, PrecisionError) as error:
-        err.print(f"lat: error: {error}", markup=False)
+        err.print(Text(f"lat: error: {one_line(str(error))}"))
         return 1
     except (ValueError, RuntimeError) as error:  # e.g. --device cuda on a CPU machine
-        err.print(f"lat: error: {error}", markup=False)
+        err.print(Text(f"lat: error: {one_line(str(error))}"))
         return 1
     except KeyboardInterrupt:
         err.print("lat: interrupted")

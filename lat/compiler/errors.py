@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import unicodedata
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -20,10 +21,21 @@ class Diagnostic:
     severity: str = "error"  # "error" or "warning"
 
     def __str__(self) -> str:
-        text = f"{self.filename}:{self.pos.line}:{self.pos.col}: {self.severity}: {self.message}"
+        text = (f"{one_line(self.filename)}:{self.pos.line}:{self.pos.col}: {self.severity}: "
+                f"{one_line(self.message)}")
         if self.hint:
-            text += f"\n  hint: {self.hint}"
+            text += f"\n  hint: {one_line(self.hint)}"
         return text
+
+
+def one_line(text: str) -> str:
+    """`text` with line breaks and other control or format characters escaped (\\n, \\x00,
+    \\u202e ...), so a message naming user text stays one line and shows what was typed."""
+    if text.isprintable():
+        return text
+    return "".join(char if char.isprintable() or char == " "
+                   or unicodedata.category(char) == "Zs"
+                   else repr(char)[1:-1] for char in text)
 
 
 class LatError(Exception):
