@@ -27,8 +27,9 @@ from lat.compiler.lower.memory import Embedding
 from lat.experiments import EXPERIMENTS as EXPERIMENT_FUNCTIONS
 from lat.progress import progress_bar
 from lat.runtime.errors import ArtifactError, InputError, PrecisionError
-from lat.runtime.kernels import KERNELS
+from lat.runtime.forms import KERNELS
 from lat.runtime.model import CompiledModel
+from lat.runtime.storage import check_output_path
 
 # User text (inputs, symbols, values, names, paths) is never read as rich markup or emoji
 # codes: every line that holds some is a `Text` (or `markup=False`), see `_say`.
@@ -112,7 +113,7 @@ def cmd_compile(args: argparse.Namespace) -> int:
                                    minimise=args.minimise, embedding=embedding)
     _warnings(compilation)
     model = compilation.artifact  # for context placement: the universal executor
-    target = Path(args.output or Path(args.file).with_suffix(".safetensors").name)
+    target = _compile_target(args)
     model.save(target)
     summary = {**model_summary(model), "placement": args.program_in, "artifact": str(target)}
     if args.program_in == "context":
@@ -124,6 +125,25 @@ def cmd_compile(args: argparse.Namespace) -> int:
     else:
         out.print(_summary_table(summary, f"compiled {args.file}"))
     return 0
+
+
+def _compile_target(args: argparse.Namespace) -> Path:
+    """`-o`, or the program's stem + .safetensors in the current folder."""
+    return Path(args.output or Path(args.file).with_suffix(".safetensors").name)
+
+
+def check_outputs(args: argparse.Namespace) -> None:
+    """Every path a command will write, checked before any work starts (one line, exit 1):
+    not one of its input files, not a directory, in an existing, writable folder."""
+    inputs = tuple(getattr(args, name, None) for name in ("file", "program", "traces",
+                                                            "input_file"))
+    inputs = tuple(path for path in inputs if path not in (None, "-"))
+    if args.command == "compile":
+        check_output_path(_compile_target(args), inputs)
+    elif getattr(args, "output", None):
+        check_output_path(args.output, inputs)
+    if getattr(args, "plot", None):
+        check_output_path(args.plot, inputs, flag="--plot")
 
 
 def context_sizes(bound: CompiledModel) -> dict[str, object]:
@@ -507,6 +527,7 @@ def _non_negative(text: str) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        check_outputs(args)
         return args.handler(args)
     except LatError as error:
         err.print(Text(str(error.diagnostic)))

@@ -7,6 +7,7 @@ import os
 import random
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -202,3 +203,64 @@ def test_random_embedding_too_small_names_a_dimension(tmp_path, capsys):
                        "--dim", "3", "-o", str(tmp_path / "c.safetensors"), capsys=capsys)
     assert code == 2 and "--dim 4 is the smallest" in err
     assert err.startswith(f"{PROGRAMS / 'capitals.lat'}:")
+
+
+# -- output paths (issue 14, R2) -------------------------------------------------------------
+
+
+def test_output_paths_are_checked_before_any_work(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    program = tmp_path / "p.lat"
+    program.write_text((PROGRAMS / "parity.lat").read_text())
+    (tmp_path / "folder").mkdir()
+    (tmp_path / "link.lat").symlink_to(program)
+    before = program.read_bytes()
+    cases = [
+        (("compile", "p.lat", "-o", "p.lat"), "is the input file"),
+        (("compile", "p.lat", "-o", str(program)), "is the input file"),
+        (("compile", "link.lat", "-o", "p.lat"), "is the input file"),
+        (("compile", "p.lat", "-o", "/nonexistent/x.safetensors"), "does not exist"),
+        (("compile", "p.lat", "-o", "folder"), "is a directory"),
+        (("trace", "p.lat", "-o", "p.lat"), "is the input file"),
+        (("learn", "p.lat", "-o", "/nonexistent/x.safetensors"), "does not exist"),
+        (("learn", "p.lat", "-o", "folder"), "is a directory"),
+        (("compile", "p.lat", "-o", "/dev/null"), "not a regular file"),
+    ]
+    for argv, message in cases:
+        started = time.perf_counter()
+        code, _, err = lat(*argv, capsys=capsys)
+        assert code == 1 and message in err and len(err.strip().splitlines()) == 1, (argv, err)
+        assert time.perf_counter() - started < 2  # refused before learning
+    assert program.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["folder", "link.lat", "p.lat"]
+    assert list((tmp_path / "folder").iterdir()) == []
+
+
+def test_artifacts_are_written_with_the_umask(tmp_path, capsys):
+    old = os.umask(0o022)
+    try:
+        target = tmp_path / "p.safetensors"
+        assert lat("compile", str(PROGRAMS / "parity.lat"), "-o", str(target),
+                   capsys=capsys)[0] == 0
+        assert target.stat().st_mode & 0o777 == 0o644
+        os.umask(0o027)
+        assert lat("compile", str(PROGRAMS / "parity.lat"), "-o", str(target),
+                   capsys=capsys)[0] == 0
+        assert target.stat().st_mode & 0o777 == 0o640
+    finally:
+        os.umask(old)
+    assert [p.name for p in tmp_path.iterdir()] == ["p.safetensors"]  # no temporary left
+
+
+def test_a_failed_write_leaves_no_temporary(tmp_path, monkeypatch):
+    from lat.runtime import storage
+    from lat.runtime.errors import ArtifactError
+    from tests.runtime_fixtures import mod3_counter
+
+    def broken(*_args, **_kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(storage.os, "replace", broken)
+    with pytest.raises(ArtifactError, match="No space left"):
+        mod3_counter().save(tmp_path / "m.safetensors")
+    assert list(tmp_path.iterdir()) == []

@@ -1,9 +1,15 @@
 """Checked safetensors files, shared by artifacts and traces: atomic writes, and reads whose
-every failure is one ArtifactError line (never pickle, never a half-written file)."""
+every failure is one ArtifactError line (never pickle, never a half-written file).
+
+Writes go to a uniquely named temporary file beside the target, created with the process
+umask like any other file (not the 0600 of `mkstemp`), then renamed over the target; on
+any failure the temporary file is removed and one ArtifactError line is raised.
+"""
 
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -22,9 +28,72 @@ def write_safetensors(
 ) -> None:
     """Write to a temporary file beside `path`, then rename: readers never see a partial file."""
     target = Path(path)
-    temporary = target.with_name(target.name + ".tmp")
-    _FORMATS[framework].save_file(tensors, str(temporary), metadata=metadata)
-    os.replace(temporary, target)
+    check_output_path(target)
+    try:
+        handle, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp",
+                                        dir=target.parent)
+    except OSError as exc:
+        raise ArtifactError(f"{target}: cannot write ({exc.strerror or exc})") from None
+    temporary = Path(name)
+    try:
+        with os.fdopen(handle, "wb") as stream:
+            os.fchmod(stream.fileno(), 0o666 & ~_umask())
+            stream.write(_FORMATS[framework].save(tensors, metadata=metadata))
+            stream.flush()
+            os.fsync(stream.fileno())
+        os.replace(temporary, target)
+    except BaseException as exc:  # KeyboardInterrupt included: never leave the temporary
+        temporary.unlink(missing_ok=True)
+        if isinstance(exc, (OSError, SafetensorError)):
+            raise ArtifactError(f"{target}: cannot write ({_reason(exc)})") from None
+        raise
+
+
+def check_output_path(path: str | os.PathLike, inputs: tuple[str | os.PathLike, ...] = (),
+                      flag: str = "-o") -> Path:
+    """Refuse, in one ArtifactError line, an output path that cannot or must not be written:
+    one of the `inputs` (compared resolved), a directory, something other than a regular
+    file, or a path whose folder is missing or not writable. Cheap: call it before any work."""
+    target = Path(path)
+    resolved = target.resolve()
+    for source in inputs:
+        if source is None:
+            continue
+        source_path = Path(source)
+        same = source_path.resolve() == resolved
+        if not same and source_path.exists() and target.exists():
+            try:
+                same = os.path.samefile(source_path, target)
+            except OSError:
+                same = False
+        if same:
+            raise ArtifactError(f"{flag} {target} is the input file {source}: "
+                                "refusing to overwrite it (choose another output path)")
+    if target.is_dir():
+        raise ArtifactError(f"{flag} {target} is a directory: give a file path inside it")
+    if target.exists() and not target.is_file():
+        raise ArtifactError(f"{flag} {target} exists and is not a regular file")
+    parent = target.parent if str(target.parent) else Path(".")
+    if not parent.exists():
+        raise ArtifactError(f"{flag} {target}: the folder {parent} does not exist")
+    if not parent.is_dir():
+        raise ArtifactError(f"{flag} {target}: {parent} is not a folder")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise ArtifactError(f"{flag} {target}: the folder {parent} is not writable")
+    return target
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    text = str(exc)
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def read_safetensors(
