@@ -3,8 +3,14 @@
 On disk an artifact is one safetensors file: tensors ``V`` (H, d_out, d) and ``Q``
 (H, d, d), and in the file's metadata one key ``lat`` holding JSON with the schema version,
 the Interface, the scale/normalise flags, free-form info (compile report, provenance) and
-the sha256 of the tensors. Loading checks all of it; a file that fails any check is refused
-with one line (never pickle, never a partial model).
+``sha256``: one digest over the tensors *and* the canonical JSON of everything else in that
+header (`artifact_digest`), so an edit to a label, a name, the scale or the info is refused
+exactly like a flipped weight byte. Loading checks all of it; a file that fails any check is
+refused with one line (never pickle, never a partial model).
+
+Schema history: "1" (digest over the tensors only) is refused with a request to recompile —
+loading it would trust metadata nothing vouches for. The digest detects corruption and
+edits; it is not a signature (whoever rewrites a file can recompute it).
 """
 
 from __future__ import annotations
@@ -22,7 +28,7 @@ from lat.runtime.errors import ArtifactError
 from lat.runtime.interface import Interface
 from lat.runtime.storage import read_safetensors, write_safetensors
 
-SCHEMA_VERSION = "1"
+SCHEMA_VERSION = "2"
 
 
 @dataclass(frozen=True)
@@ -68,23 +74,27 @@ class CompiledModel:
         return replace(self, info={**self.info, **more})
 
     def sha256(self) -> str:
-        return tensor_digest(self.V, self.Q)
+        """The artifact's digest: tensors and canonical metadata (what `save` stores)."""
+        return artifact_digest(self.V, self.Q, self.header())
 
-    def save(self, path: str | os.PathLike) -> str:
-        """Write the artifact atomically (temp file + rename); return its tensor sha256."""
-        V, Q = self.V.contiguous(), self.Q.contiguous()
-        digest = tensor_digest(V, Q)
-        # One metadata key holding sorted JSON: the file's bytes depend only on the model
-        # (safetensors does not fix the order of several metadata keys).
-        header = {
+    def header(self) -> dict[str, object]:
+        """The canonical metadata: what a saved file holds besides the tensors and digest."""
+        return canonical({
             "schema": SCHEMA_VERSION,
             "interface": json.loads(self.interface.to_json()),
             "scale": float(self.scale),
             "normalise": bool(self.normalise),
             "info": dict(self.info),
-            "sha256": digest,
-        }
-        metadata = {"lat": json.dumps(header, sort_keys=True, default=str)}
+        })
+
+    def save(self, path: str | os.PathLike) -> str:
+        """Write the artifact atomically (temp file + rename); return its sha256."""
+        V, Q = self.V.contiguous(), self.Q.contiguous()
+        header = self.header()
+        digest = artifact_digest(V, Q, header)
+        # One metadata key holding sorted JSON: the file's bytes depend only on the model
+        # (safetensors does not fix the order of several metadata keys).
+        metadata = {"lat": json.dumps({**header, "sha256": digest}, sort_keys=True)}
         write_safetensors(path, {"V": V, "Q": Q}, metadata)
         return digest
 
@@ -96,7 +106,7 @@ class CompiledModel:
         try:
             header = json.loads(metadata["lat"])
             schema = header["schema"]
-        except (KeyError, TypeError, ValueError):
+        except (KeyError, TypeError, ValueError, RecursionError):
             raise ArtifactError(f"{path}: not a lat artifact (no lat metadata)") from None
         if schema != SCHEMA_VERSION:
             raise ArtifactError(
@@ -105,23 +115,37 @@ class CompiledModel:
             )
         if set(tensors) != {"V", "Q"}:
             raise ArtifactError(f"{path}: expected tensors V and Q, found {sorted(tensors)}")
-        digest = tensor_digest(tensors["V"], tensors["Q"])
-        if header.get("sha256") != digest:
-            raise ArtifactError(f"{path}: tensor checksum mismatch: the file is corrupt")
-        interface = Interface.from_json(json.dumps(header.get("interface")))
+        if not isinstance(header, dict):
+            raise ArtifactError(f"{path}: not a lat artifact (malformed lat metadata)")
+        stored = header.pop("sha256", None)
+        if stored != artifact_digest(tensors["V"], tensors["Q"], header):
+            raise ArtifactError(f"{path}: checksum mismatch: the file is corrupt or was edited "
+                                "(the digest covers the tensors and the metadata)")
         try:
-            scale = float(header.get("scale", 1.0))
-            info = dict(header.get("info", {}))
-        except (TypeError, ValueError) as exc:
+            interface = Interface.from_json(json.dumps(header.get("interface")))
+            return CompiledModel(
+                V=tensors["V"],
+                Q=tensors["Q"],
+                interface=interface,
+                scale=float(header.get("scale", 1.0)),
+                normalise=bool(header.get("normalise", False)),
+                info=dict(header.get("info", {})),
+            )
+        except ArtifactError as exc:
+            raise ArtifactError(f"{path}: {exc}") from None
+        except (TypeError, ValueError, KeyError, AttributeError) as exc:
             raise ArtifactError(f"{path}: malformed metadata ({exc})") from None
-        return CompiledModel(
-            V=tensors["V"],
-            Q=tensors["Q"],
-            interface=interface,
-            scale=scale,
-            normalise=bool(header.get("normalise", False)),
-            info=info,
-        )
+
+
+def canonical(value: object) -> object:
+    """`value` as the JSON it is stored as (tuples → lists, keys → strings, other → str)."""
+    return json.loads(json.dumps(value, default=str))
+
+
+def artifact_digest(V: torch.Tensor, Q: torch.Tensor, header: Mapping[str, object]) -> str:
+    """sha256 over the tensors (`tensor_digest`) and the sorted JSON of the metadata."""
+    text = json.dumps(canonical(header), sort_keys=True)
+    return hashlib.sha256(f"{tensor_digest(V, Q)}\n{text}".encode()).hexdigest()
 
 
 def tensor_digest(V: torch.Tensor, Q: torch.Tensor) -> str:
