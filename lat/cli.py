@@ -326,6 +326,50 @@ def plot_weights(model: CompiledModel, path: str, max_heads: int = 4) -> None:
     plt.close(figure)
 
 
+def cmd_decompile(args: argparse.Namespace) -> int:
+    from lat.decompile import decompile
+
+    inputs = (args.file, args.against, args.program)
+    if args.output:
+        check_output_path(args.output, inputs)
+    model = api.load_model(args.file, program=args.program)
+    against = api.check_file(args.against).get() if args.against else None
+    report = decompile(model, against=against, samples=args.samples, max_len=args.max_len,
+                       inputs=args.inputs, seed=args.seed, source=args.file)
+    if args.against:
+        report.reference = args.against
+    if args.output and report.program is not None:
+        Path(args.output).write_text(report.program, encoding="utf-8")
+    ok = report.consistent and report.equivalent_to_reference is not False
+    if args.json:
+        _print_json(report.to_json())
+        return 0 if ok else 1
+    if not report.consistent:
+        err.print(Text(f"lat: {args.file} is not decompilable: {len(report.inconsistent)} "
+                       f"table entries read inconsistently"))
+        for entry in report.inconsistent[:20]:
+            seen = "; ".join(f"{json.dumps(s['value'])} ×{s['readings']} "
+                             f"(e.g. {json.dumps(s['examples'][0] if s['examples'] else {})})"
+                             for s in entry["seen"])
+            _say(f"  {entry['entry']}: {entry['why']}: {seen}")
+        return 1
+    if not args.output:
+        sys.stdout.write(report.program)
+    else:
+        _say(f"decompiled {args.file} ({report.kind}, {len(report.entries)} entries, "
+             f"{report.readings} readings agreed) to {args.output}")
+    if report.equivalent_to_reference is not None:  # on stderr when stdout is the program
+        say = _say if args.output else (lambda line: err.print(Text(one_line(line))))
+        verdict = "equivalent to" if report.equivalent_to_reference else "DIFFERS from"
+        say(f"{verdict} {args.against}: {report.comparison}")
+        for difference in (report.differences or [])[:20]:
+            say(f"  {difference['entry']}: model {json.dumps(difference['model'])}, "
+                f"reference {json.dumps(difference['reference'])}")
+        if report.distinguishing_input is not None:
+            say(f"  distinguishing input: {json.dumps(report.distinguishing_input)}")
+    return 0 if ok else 1
+
+
 def cmd_experiment(args: argparse.Namespace) -> int:
     from lat.experiments import run_experiment
 
@@ -493,6 +537,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--name")
     p.add_argument("--dot", action="store_true", help="print the state graph as DOT")
     p.add_argument("--plot", metavar="PNG", help="heatmaps of V_h and Q_h")
+    p.add_argument("--json", action="store_true")
+
+    p = command("decompile", cmd_decompile,
+                "read a model's program off its behaviour and print it as .lat")
+    p.add_argument("file", help="artifact (or .lat program) to decompile")
+    p.add_argument("-o", "--output", help="write the .lat program here")
+    p.add_argument("--against", metavar="FILE.lat", help="compare with this program")
+    p.add_argument("--program", help="bind a context-placement artifact to this program first")
+    p.add_argument("--samples", type=_positive, default=256,
+                   help="random words read besides the exploration (automata)")
+    p.add_argument("--max-len", type=_positive, default=64, help="their largest length")
+    p.add_argument("--inputs", type=_positive, default=4096,
+                   help="machines: input budget (every input up to the tape if it fits)")
+    p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", action="store_true")
 
     command("demo", cmd_demo, "compile, run, verify and relearn a shipped program")

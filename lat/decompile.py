@@ -302,8 +302,8 @@ def decompile(
             f"{placement}, H={model.heads}, d={model.d})",
             *(f"# {line}" for line in report.method.split("\n")),
             f"# verified: {len(report.entries)} entries, {report.readings} readings on "
-            f"{report.inputs} inputs, every reading agreed; smallest decode margin "
-            f"{report.min_margin:.3g} (resolved in fp32)",
+            f"{report.inputs} inputs, every reading agreed;",
+            f"#   smallest decode margin {report.min_margin:.3g} (resolved in fp32)",
             *(f"# note: {note}" for note in report.notes),
         ]
         text = "\n".join(header) + "\n" + report.program
