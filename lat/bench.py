@@ -8,10 +8,10 @@ repetitions, not ratios):
 - `small_gemm_gflops`: fp32 torch matmuls on the MHLA's own operand shapes (inner
   dimension d: the query projection of one block, and a chunk's queries times a d×d
   state), the best of them — the realistic ceiling for this workload on a CPU;
-- prefill throughput of `kernels.mhla` (fp32 and bf16 weights) at B×T×H×d, its FLOPs
+- prefill throughput of `forms.mhla` (fp32 and bf16 weights) at B×T×H×d, its FLOPs
   per token counted analytically (`prefill_flops`), and ratios against the reference
   loop (at a short T the loop can afford, both on one thread) and against the
-  hand-written chunked baseline in benchmarks/naive_chunked.py (default threads);
+  hand-written chunked baseline `forms.naive_chunked` (default threads);
 - `decode_us_per_token`: one recurrent step at batch 1 (a CUDA graph on a GPU);
 - `rollout_symbols_per_s`: batched rollout of a compiled 20-state automaton over 256
   words of 1,000 symbols.
@@ -25,7 +25,6 @@ FLOPs per token (multiply-add = 2), chunk length C:
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import platform
 import random
@@ -38,12 +37,14 @@ from pathlib import Path
 import torch
 
 from lat.runtime.device import GraphedDecoder, resolve_device, single_thread, synchronize
-from lat.runtime.kernels import (
+from lat.runtime.forms import (
     RecurrentState,
     choose_block,
     choose_chunk,
+    fla_available,
     mhla,
     mhla_reference,
+    naive_chunked,
     recurrent_step,
 )
 
@@ -98,23 +99,6 @@ def _side_by_side(fns: dict[str, Callable[[], object]], device: torch.device,
             synchronize(device)
             best[name] = min(best[name], time.perf_counter() - start)
     return best
-
-
-def _load_naive() -> Callable | None:
-    """The baseline lives in benchmarks/ (beside the package in a source tree)."""
-    try:
-        from benchmarks.naive_chunked import naive_chunked
-
-        return naive_chunked
-    except ImportError:
-        path = Path(__file__).resolve().parent.parent / "benchmarks" / "naive_chunked.py"
-        if not path.is_file():
-            return None
-        spec = importlib.util.spec_from_file_location("lat_bench_naive_chunked", path)
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        return module.naive_chunked
 
 
 def machine_info(device: torch.device) -> dict[str, object]:
@@ -276,8 +260,6 @@ def _rollout(device: torch.device, repeats: int) -> dict[str, object]:
 def _fla_prefill(Z: torch.Tensor, V: torch.Tensor, Q: torch.Tensor, device: torch.device,
                  repeats: int) -> float | None:
     """fla's own chunk kernel on the same shapes (bf16), if installed: tokens/s."""
-    from lat.runtime.fla_kernels import fla_available
-
     if device.type != "cuda" or not fla_available():
         return None
     seconds = _best(lambda: mhla(Z, V, Q, kernel="fla", weights="bf16"), device, repeats)
@@ -311,7 +293,7 @@ def _gpu_figures(device: torch.device, B: int, H: int, d: int, d_out: int, repea
                         repeats)
         fla_long = _fla_prefill(Z, V, Q, device, repeats)
     moved = B * T_long * (d * 2 + d_out * 4)
-    figures: dict[str, object] = {
+    return {
         "copy_bandwidth_gbps": copy,
         "long_T": T_long,
         "prefill_tokens_per_s_bf16_long": B * T_long / seconds,
@@ -320,7 +302,6 @@ def _gpu_figures(device: torch.device, B: int, H: int, d: int, d_out: int, repea
         "prefill_vs_fla": ours_bf16 / fla_tokens if fla_tokens else None,
         "fla_prefill_tokens_per_s_long": fla_long,
     }
-    return figures
 
 
 def summary_rows(result: dict[str, object]) -> list[tuple[str, str]]:
@@ -370,14 +351,12 @@ def run_bench(quick: bool = False, device: str = "auto",
 
     with torch.inference_mode():
         ceilings, ceiling_flops = _ceilings(target, B, T, H, d)
-        naive = _load_naive()
         contenders: dict[str, Callable[[], object]] = {
             **ceilings,
             "fused": lambda: mhla(Z, V, Q, kernel="auto"),
             "fused_bf16": lambda: mhla(Z, V, Q, kernel="auto", weights="bf16"),
+            "naive": lambda: naive_chunked(Z, V, Q),
         }
-        if naive is not None:
-            contenders["naive"] = lambda: naive(Z, V, Q)
         times = _side_by_side(contenders, target, repeats + 1, budget_s=10 if quick else 90,
                               hard_s=15 if quick else 240)
         rates = {name: ceiling_flops[name] / times[name] / 1e9 for name in ceilings}
@@ -409,14 +388,12 @@ def run_bench(quick: bool = False, device: str = "auto",
         "prefill_fraction_of_small_gemm": tokens * flops / 1e9 / small_best,
         "speedup_vs_reference_loop": short["reference"] / short["fused"],
         "reference_shape": {"B": B, "T": REFERENCE_T, "H": H, "d": d},
-        "speedup_vs_naive_chunked": (times["naive"] / times["fused"]
-                                     if "naive" in times else None),
-        "naive_chunked_tokens_per_s": (B * T / times["naive"] if "naive" in times else None),
+        "speedup_vs_naive_chunked": times["naive"] / times["fused"],
+        "naive_chunked_tokens_per_s": B * T / times["naive"],
         "naive_flops_per_token": naive_flops(H, d, d_out),
         "prefill_tokens_per_s_bf16": B * T / times["fused_bf16"],
         "chunk_bf16": chunk_bf16,
-        "speedup_vs_naive_chunked_bf16": (times["naive"] / times["fused_bf16"]
-                                          if "naive" in times else None),
+        "speedup_vs_naive_chunked_bf16": times["naive"] / times["fused_bf16"],
         "decode_us_per_token": _decode_us(target, H, d, 500 if quick else 2000),
         "decode_shape": {"B": 1, "H": H, "d": d, "d_out": d_out},
     }

@@ -10,7 +10,7 @@ import torch
 
 from lat.learner.features import Coefficients, dense_features, n_features
 from lat.learner.heads import head_coefficients, lift, recover_heads
-from lat.runtime.kernels import mhla_reference
+from lat.runtime.forms import mhla_reference
 
 
 def outputs(V, Q, Z):

@@ -8,7 +8,7 @@ import torch
 
 from lat.learner.sgd import SGDResult, mhla_forward, train_sgd
 from lat.learner.solve import mhla_outputs
-from lat.runtime.kernels import mhla_reference
+from lat.runtime.forms import mhla_reference
 
 
 def teacher_data(d=4, H=2, n=64, T=12, seed=0):

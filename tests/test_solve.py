@@ -13,7 +13,7 @@ from lat.learner.features import dense_features, n_features, prefix_features
 from lat.learner.heads import head_coefficients
 from lat.learner.solve import fit, mhla_outputs
 from lat.learner.traces import record_traces, sample_words
-from lat.runtime.kernels import mhla_reference
+from lat.runtime.forms import mhla_reference
 from lat.runtime.model import CompiledModel
 
 

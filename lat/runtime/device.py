@@ -19,7 +19,7 @@ from collections.abc import Iterator
 
 import torch
 
-from lat.runtime.kernels import Prepared, RecurrentState, _dense_step, format_name, prepare
+from lat.runtime.forms import Prepared, RecurrentState, dense_step, format_name, prepare
 
 DEVICES = ("auto", "cpu", "cuda")
 
@@ -79,7 +79,7 @@ class GraphedDecoder:
         self.length = torch.full((), float(state.length), dtype=p.state, device=device)
 
         def body() -> torch.Tensor:
-            y = _dense_step(p, state.layout, state.tensor, self.z, self.z)
+            y = dense_step(p, state.layout, state.tensor, self.z, self.z)
             self.length.add_(1.0)
             if scale != 1.0:
                 y = y * scale

@@ -9,7 +9,7 @@ decodes to a halting value (`halt_on`), or after `max_steps` feedback steps.
 How a step runs. A token is the sum of one basis vector per token field, so the step
 loop carries integer *codes* (`_Tokens`), not vectors: a token spec is compiled once into
 lookup tables. Tokens of one-hot, product and const fields are binary, and the default
-decoder (`kernels.TokenDecoder`, folded state) touches only the state rows their
+decoder (`forms.TokenDecoder`, folded state) touches only the state rows their
 coordinates name — O(H·d·d_out) per new token at most, O(d_out) for the automata the
 compiler emits; machines' signed tokens (±unit vectors) use its signed mode. Interfaces
 with dense `embedding` fields, and kernel="recurrent", run dense recurrent steps. A long
@@ -39,8 +39,7 @@ import torch
 
 from lat.runtime.device import resolve_device, single_thread
 from lat.runtime.errors import InputError, PrecisionError
-from lat.runtime.interface import Interface, TokenSpec
-from lat.runtime.kernels import (
+from lat.runtime.forms import (
     FORMATS,
     KERNELS,
     RecurrentState,
@@ -50,6 +49,7 @@ from lat.runtime.kernels import (
     prepare,
     step_prepared,
 )
+from lat.runtime.interface import Interface, TokenSpec
 from lat.runtime.model import CompiledModel
 
 # Floats of decode state a batch may hold at once; bigger batches are split.
