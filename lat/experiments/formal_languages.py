@@ -21,6 +21,7 @@ Per language:
 
 from __future__ import annotations
 
+import importlib.util
 import time
 from pathlib import Path
 
@@ -42,6 +43,12 @@ TEST_MIN_LEN, TEST_MAX_LEN = 41, 500
 
 
 def programs_dir() -> Path:
+    """The folder of the shipped programs: package data `lat.programs` once installed (a
+    namespace package: programs/ has no __init__), programs/ in an uninstalled tree. `run`
+    reads them through `lat.api.shipped_program`."""
+    spec = importlib.util.find_spec("lat.programs")
+    if spec is not None and spec.submodule_search_locations:
+        return Path(next(iter(spec.submodule_search_locations)))
     return Path(__file__).resolve().parent.parent.parent / "programs"
 
 
@@ -98,7 +105,7 @@ def _agreement(model, declaration, words) -> tuple[int, int]:  # noqa: ANN001
 
 def run(quick: bool = False, out: Path = Path("."), scale: float = 1.0,
         languages: tuple[str, ...] | None = None) -> dict:
-    from lat.api import compile_file, verify
+    from lat.api import compile_source, shipped_program, verify
     from lat.learner import learn
 
     rng = np.random.default_rng(0)
@@ -108,7 +115,7 @@ def run(quick: bool = False, out: Path = Path("."), scale: float = 1.0,
     results = {}
     for name in languages or tuple(LANGUAGES):
         clock = time.perf_counter()
-        compilation = compile_file(programs_dir() / LANGUAGES[name])
+        compilation = compile_source(shipped_program(LANGUAGES[name]), LANGUAGES[name])
         declaration = compilation.declaration
         short = verify(compilation, max_len=TRAIN_MAX_LEN, samples=n_domain, seed=1)
         words = test_words(declaration, n_test, rng)
