@@ -59,6 +59,9 @@ class Certificate:
     domain_samples: int  # domain prefixes (feature vectors) checked
     notes: str
     domain_sequences: int = 0
+    scope: str = "sampled"  # "exact": the domain sequences span every domain prefix
+    domain: str = ""  # the domain in one sentence (domain.Domain.description)
+    domain_dimension: int | None = None  # Σ_c dim L_c on an exact scope
 
     def to_dict(self) -> dict[str, object]:
         return asdict(self)

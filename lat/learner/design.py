@@ -335,7 +335,7 @@ def design_words(source: CompiledModel, lengths: Sequence[int], *, pool: int = 2
     `pool`: how many domain-generator words join the targeted candidates, and the size of
     each check round's fresh design sample. Random streams are seeded with [seed, 10+k];
     keep them apart from the stream that judges coverage."""
-    from lat.learner import domain_words
+    from lat.learner.domain import domain_words
 
     clock = time.perf_counter()
     interface = source.interface
@@ -506,7 +506,8 @@ def design_comparison(
     pass (`random_traces_to_cover`). `check_random` re-checks that count with two fits
     (covered at n, not at n − 1): the same test as the designed set's, slower.
     """
-    from lat.learner import _sample, domain_words, input_lengths
+    from lat.learner.domain import domain_words, input_lengths
+    from lat.learner.domain import sample_words_of_lengths as _sample
 
     interface = source.interface
     lengths = input_lengths(source, max_len)
