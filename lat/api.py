@@ -18,7 +18,7 @@ from lat.compiler.interpret import run as interpret
 from lat.compiler.ir import CheckedAutomaton, CheckedMachine, CheckedMemory, CheckedProgram
 from lat.compiler.lower.memory import Embedding
 from lat.compiler.parse import parse_program
-from lat.runtime.errors import ArtifactError
+from lat.runtime.errors import ArtifactError, InputError
 from lat.runtime.execute import RunResult, rollout
 from lat.runtime.interface import Interface
 from lat.runtime.model import CompiledModel
@@ -29,14 +29,43 @@ Progress = Callable[[str, int, int], None]
 
 
 def read_source(path: str | Path) -> str:
-    """A program file's text; a missing or unreadable file is one line, not a traceback."""
+    """A program file's text; a missing or unreadable file is one line, not a traceback.
+
+    A leading UTF-8 byte order mark is dropped. An artifact given where a program is
+    wanted, or a file that is neither, is refused in one line naming both possibilities.
+    """
     path = Path(path)
+    if path.is_dir():
+        raise ArtifactError(f"{path} is a directory, not a .lat program")
+    if is_artifact(path):
+        raise ArtifactError(f"{path} is a lat artifact (safetensors), not a .lat program: "
+                            "this command needs the program text")
     try:
-        return path.read_text(encoding="utf-8")
+        return path.read_bytes().decode("utf-8-sig")
     except FileNotFoundError:
         raise ArtifactError(f"{path}: no such file") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ArtifactError(f"{path}: cannot read ({exc})") from None
+    except UnicodeDecodeError as exc:
+        raise ArtifactError(f"{path}: neither a .lat program (not UTF-8 text: byte "
+                            f"{exc.start}) nor a lat artifact (no safetensors header)") from None
+    except OSError as exc:
+        raise ArtifactError(f"{path}: cannot read ({exc.strerror or exc})") from None
+
+
+def is_artifact(path: str | Path) -> bool:
+    """Whether `path` holds a safetensors file (an artifact or traces), judged by content:
+    an 8-byte little-endian header length that fits the file, then a JSON object. A `.lat`
+    program never looks like that (its first 8 bytes read as a length beyond any file)."""
+    try:
+        with open(path, "rb") as handle:
+            start = handle.read(9)
+            handle.seek(0, 2)
+            size = handle.tell()
+    except OSError:
+        return False
+    if len(start) < 9:
+        return False
+    length = int.from_bytes(start[:8], "little")
+    return 2 <= length <= size - 8 and start[8:9] == b"{"
 
 
 def check_file(path: str | Path) -> CheckedProgram:
@@ -72,20 +101,31 @@ def load_model(
     path: str | Path,
     *,
     name: str | None = None,
-    placement: str = "weights",
+    placement: str | None = "weights",
     program: str | Path | None = None,
     program_name: str | None = None,
 ) -> CompiledModel:
-    """A `.lat` file is compiled on the fly; anything else is loaded as an artifact.
+    """An artifact (recognised by its safetensors header, whatever the file is called) is
+    loaded; anything else is read as a `.lat` program and compiled on the fly.
 
     `program` binds a context-placement artifact to the program in that file (its table
-    becomes the prompt).
+    becomes the prompt). `name` and `placement` choose what to compile from a program; for
+    an artifact they have no meaning and are refused rather than ignored. `placement=None`
+    is the default placement, "weights".
     """
     path = Path(path)
-    if path.suffix == ".lat":
-        model = compile_file(path, name=name, placement=placement).model
-    else:
+    if is_artifact(path):
+        if name is not None:
+            raise InputError(f"--name chooses a declaration of a .lat program; {path} is an "
+                             "artifact holding one program")
+        if placement not in (None, "weights"):
+            raise InputError(f"--program-in applies when compiling a .lat program; {path} is "
+                             "an artifact, compiled already")
         model = CompiledModel.load(path)
+    else:
+        model = compile_file(path, name=name, placement=placement or "weights").model
+    if program_name is not None and program is None:
+        raise InputError("--program-name chooses a declaration of --program: give --program")
     if program is not None:
         model = bind_program(model, check_file(program).get(program_name))
     return model
@@ -206,6 +246,15 @@ def verify_domain(
     return domain_words(declaration.alphabet, max_len, samples, seed)
 
 
+def effective_max_len(declaration: Checked, max_len: int) -> int:
+    """The longest input `verify_domain` can produce for this bound."""
+    if isinstance(declaration, CheckedMemory):
+        return 1
+    if isinstance(declaration, CheckedMachine):
+        return min(max_len, declaration.tape_cells)
+    return max_len
+
+
 def domain_words(
     alphabet: Sequence[str], max_len: int, samples: int, seed: int = 0
 ) -> tuple[list[tuple[str, ...]], str]:
@@ -265,12 +314,22 @@ def verify(
     seed: int = 0,
     progress: Progress | None = None,
     chunk: int = 2_000,
+    inputs: Sequence[str] | None = None,
 ) -> VerifyReport:
-    """Run the compiled model and the interpreter on the domain and count disagreements."""
+    """Run the compiled model and the interpreter on the domain and count disagreements.
+
+    `inputs` (command-line strings) replaces the domain; the report's `max_len` is the
+    longest length actually in scope (a machine's tape caps it; a memory's input is one key).
+    """
     started = time.perf_counter()
     model, declaration = compilation.model, compilation.declaration
-    words, domain = verify_domain(declaration, max_len, samples, seed)
-    report = VerifyReport(model.interface.program, 0, 0, float("inf"), domain, max_len)
+    if inputs is not None:  # the user's own list: every line one input, split like --input
+        words = [word_of(model, text) for text in inputs]
+        domain, longest = "given", max((len(word) for word in words), default=0)
+    else:
+        words, domain = verify_domain(declaration, max_len, samples, seed)
+        longest = effective_max_len(declaration, max_len)
+    report = VerifyReport(model.interface.program, 0, 0, float("inf"), domain, longest)
     for start in range(0, len(words), chunk):
         batch = words[start : start + chunk]
         for word, result in zip(batch, rollout(model, batch), strict=True):

@@ -107,8 +107,18 @@ def cmd_check(args: argparse.Namespace) -> int:
     return 0
 
 
+class UsageError(Exception):
+    """Flags that contradict each other or do not apply: one line, exit 2 (like argparse)."""
+
+
 def cmd_compile(args: argparse.Namespace) -> int:
-    embedding = Embedding(args.embedding, args.dim, args.seed)
+    if args.embedding != "random":
+        given = [flag for flag, value in (("--dim", args.dim), ("--seed", args.seed))
+                 if value is not None]
+        if given:
+            raise UsageError(f"{' and '.join(given)} set random key embeddings: "
+                             "they apply with --embedding random only")
+    embedding = Embedding(args.embedding, args.dim, args.seed or 0)
     compilation = api.compile_file(args.file, name=args.name, placement=args.program_in,
                                    minimise=args.minimise, embedding=embedding)
     _warnings(compilation)
@@ -154,13 +164,42 @@ def context_sizes(bound: CompiledModel) -> dict[str, object]:
             "tokens_for_t_steps": f"c(t) = {prompt} + {per_step}·t"}
 
 
+def _read_text(source: str, what: str) -> str:
+    """The text of FILE, or of standard input for '-' (UTF-8; a BOM is dropped)."""
+    try:
+        data = sys.stdin.buffer.read() if source == "-" else Path(source).read_bytes()
+        return data.decode("utf-8-sig")
+    except FileNotFoundError:
+        raise InputError(f"{what} {source}: no such file") from None
+    except IsADirectoryError:
+        raise InputError(f"{what} {source} is a directory") from None
+    except UnicodeDecodeError as exc:
+        raise InputError(f"{what} {source}: not UTF-8 text (byte {exc.start})") from None
+    except OSError as exc:
+        raise InputError(f"{what} {source}: cannot read ({exc.strerror or exc})") from None
+
+
+def run_input(args: argparse.Namespace) -> str:
+    """The word `run` executes: --input WORD, --input - (standard input) or --input-file
+    FILE; text read from a file or stdin loses one final line break, nothing else."""
+    if args.input_file is None and args.input != "-":
+        return args.input
+    source = "-" if args.input_file is None else args.input_file
+    text = _read_text(source, "--input-file" if args.input_file else "--input")
+    for ending in ("\r\n", "\n", "\r"):
+        if text.endswith(ending):
+            return text[: -len(ending)]
+    return text
+
+
 def cmd_run(args: argparse.Namespace) -> int:
+    word = run_input(args)
     model = api.load_model(args.file, name=args.name, placement=args.program_in,
                            program=args.program, program_name=args.program_name)
     if model.interface.extra.get("placement") == "context" and not model.interface.prompt[:-1]:
         raise InputError("this artifact executes a program given in its prompt: "
                          "pass --program FILE")
-    report = api.run(model, args.input, reference=args.reference, kernel=args.kernel,
+    report = api.run(model, word, reference=args.reference, kernel=args.kernel,
                      device=args.device, weights=args.weights)
     if not report["margin_resolved"]:
         raise PrecisionError(
@@ -182,11 +221,21 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
+    inputs = None
+    if args.input_file is not None:
+        if args.max_len is not None or args.samples is not None:
+            raise UsageError("--input-file gives the inputs to check: leave out --max-len "
+                             "and --samples, which choose them")
+        inputs = _read_text(args.input_file, "--input-file").splitlines()
     compilation = api.compile_file(args.file, name=args.name, placement=args.program_in)
     _warnings(compilation)
+    if compilation.model.interface.kind == "memory" and args.max_len is not None:
+        raise UsageError("--max-len bounds words; a memory's verify checks every key (and "
+                         "keys outside the table): leave it out")
     with progress_bar(not args.json) as progress:
-        report = api.verify(compilation, max_len=args.max_len, samples=args.samples,
-                            seed=args.seed, progress=progress)
+        report = api.verify(compilation, max_len=8 if args.max_len is None else args.max_len,
+                            samples=args.samples or 20_000, seed=args.seed,
+                            progress=progress, inputs=inputs)
     if args.json:
         _print_json(report.to_json())
     else:
@@ -277,11 +326,12 @@ def _print_learn(report: dict, output: str | None) -> None:
 def cmd_inspect(args: argparse.Namespace) -> int:
     path = Path(args.file)
     if args.dot:
-        if path.suffix != ".lat":
-            raise InputError("--dot draws a program's state graph: give the .lat file")
+        if args.plot:
+            raise UsageError("--dot prints a program's state graph and --plot draws an "
+                             "artifact's weights: give one of them")
         declaration = api.check_file(path).get(args.name)
         if not isinstance(declaration, CheckedAutomaton):
-            raise InputError("--dot draws automata only")
+            raise InputError(f"--dot draws automata only; '{declaration.name}' is not one")
         sys.stdout.write(to_dot(declaration))
         return 0
     model = api.load_model(path, name=args.name)
@@ -472,15 +522,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--embedding", choices=("onehot", "random"), default="onehot",
                    help="memory keys as one-hot or random unit vectors")
     p.add_argument("--dim", type=_positive, help="dimension of random key embeddings")
-    p.add_argument("--seed", type=int, default=0, help="seed of random key embeddings")
+    p.add_argument("--seed", type=int, help="seed of random key embeddings (default 0)")
     p.add_argument("--json", action="store_true")
 
     p = command("run", cmd_run, "execute a program or artifact on one input")
     p.add_argument("file", help=".lat program or artifact")
-    p.add_argument("--input", required=True, help="the input word ('' is the empty word)")
+    given = p.add_mutually_exclusive_group(required=True)
+    given.add_argument("--input", help="the input word ('' is the empty word; '-' reads it "
+                       "from standard input)")
+    given.add_argument("--input-file", metavar="FILE",
+                       help="read the input word from FILE (one final line break dropped)")
     p.add_argument("--name")
-    p.add_argument("--program-in", choices=("weights", "context"), default="weights",
-                   help="placement when FILE is a .lat program")
+    p.add_argument("--program-in", choices=("weights", "context"),
+                   help="placement when FILE is a .lat program (default: weights)")
     p.add_argument("--program", help="a .lat program for a context-placement artifact")
     p.add_argument("--program-name", help="declaration in --program when it has several")
     p.add_argument("--reference", action="store_true",
@@ -496,9 +550,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("file")
     p.add_argument("--name")
     p.add_argument("--program-in", choices=("weights", "context"), default="weights")
-    p.add_argument("--max-len", type=_non_negative, default=8)
-    p.add_argument("--samples", type=_positive, default=20_000)
+    p.add_argument("--max-len", type=_non_negative,
+                   help="longest word checked (default 8; a machine's tape caps it)")
+    p.add_argument("--samples", type=_positive,
+                   help="random words when the domain has more (default 20,000)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--input-file", metavar="FILE",
+                   help="check these inputs instead, one per line ('-': standard input)")
     p.add_argument("--json", action="store_true")
 
     p = command("trace", cmd_trace, "record rollouts as (context, output) pairs")
@@ -589,6 +647,9 @@ def main(argv: list[str] | None = None) -> int:
         return args.handler(args)
     except LatError as error:
         err.print(Text(str(error.diagnostic)))
+        return 2
+    except UsageError as error:
+        err.print(Text(f"lat: error: {one_line(str(error))}"))
         return 2
     except (InputError, ArtifactError, PrecisionError) as error:
         err.print(Text(f"lat: error: {one_line(str(error))}"))

@@ -58,6 +58,11 @@ def symbol_texts() -> st.SearchStrategy[str]:
     )
 
 
+def _typable(text: str) -> bool:
+    """An input symbol `--input` can give: no whitespace (the checker refuses the rest)."""
+    return not any(char.isspace() for char in text)
+
+
 def words(alphabet: Sequence[str], min_len: int = 0,
           max_len: int = 200) -> st.SearchStrategy[tuple[str, ...]]:
     """Words (tuples of symbols) over `alphabet`, of length min_len..max_len."""
@@ -123,8 +128,8 @@ def automaton_sources(draw: st.DrawFn, min_states: int = 2, max_states: int = 30
     n_states = draw(st.integers(min_states, max_states))
     n_symbols = draw(st.integers(min_symbols, max_symbols))
     states = draw(st.lists(names(), min_size=n_states, max_size=n_states, unique=True))
-    alphabet = draw(st.lists(symbol_texts(), min_size=n_symbols, max_size=n_symbols,
-                             unique=True))
+    alphabet = draw(st.lists(symbol_texts().filter(_typable), min_size=n_symbols,
+                             max_size=n_symbols, unique=True))
     start = draw(st.sampled_from(states))
     accept = [state for state in states if draw(st.booleans())]
     name = draw(names())
@@ -168,7 +173,7 @@ def machine_sources(draw: st.DrawFn, min_states: int = 2, max_states: int = 8,
     n_states = draw(st.integers(min_states, max_states))
     n_symbols = draw(st.integers(max(min_symbols, 1), max(max_symbols, min_symbols, 1)))
     states = draw(st.lists(names(), min_size=n_states, max_size=n_states, unique=True))
-    others = draw(st.lists(symbol_texts().filter(lambda text: text != "_"),
+    others = draw(st.lists(symbol_texts().filter(lambda text: text != "_" and _typable(text)),
                            min_size=n_symbols - 1, max_size=n_symbols - 1, unique=True))
     tape = list(others)
     tape.insert(draw(st.integers(0, len(others))), "_")

@@ -264,3 +264,88 @@ def test_a_failed_write_leaves_no_temporary(tmp_path, monkeypatch):
     with pytest.raises(ArtifactError, match="No space left"):
         mod3_counter().save(tmp_path / "m.safetensors")
     assert list(tmp_path.iterdir()) == []
+
+
+# -- one verdict per question, inputs, detection by content (issue 14, R6/R7) ----------------
+
+
+def test_flags_that_do_not_apply_are_refused(tmp_path, capsys):
+    parity, capitals = str(PROGRAMS / "parity.lat"), str(PROGRAMS / "capitals.lat")
+    out = str(tmp_path / "x.safetensors")
+    code, _, err = lat("compile", parity, "--embedding", "random", "--dim", "40", "-o", out,
+                       capsys=capsys)
+    assert code == 2 and "applies to memories only" in err and "an automaton" in err
+    code, _, err = lat("compile", capitals, "--dim", "40", "-o", out, capsys=capsys)
+    assert code == 2 and "--embedding random only" in err
+    assert lat("compile", parity, "-o", out, capsys=capsys)[0] == 0
+    for flags, message in ((("--name", "p"), "--name"), (("--program-in", "context"),
+                           "--program-in"), (("--program-name", "p"), "give --program")):
+        code, _, err = lat("run", out, "--input", "1", *flags, capsys=capsys)
+        assert code == 1 and message in err and len(err.strip().splitlines()) == 1
+    code, _, err = lat("verify", capitals, "--max-len", "3", capsys=capsys)
+    assert code == 2 and "memory" in err
+    code, _, err = lat("inspect", parity, "--dot", "--plot", str(tmp_path / "p.png"),
+                       capsys=capsys)
+    assert code == 2 and "one of them" in err
+
+
+def test_verify_reports_the_effective_bound(capsys):
+    code, out, _ = lat("verify", str(PROGRAMS / "busy.lat"), "--max-len", "20", "--json",
+                       capsys=capsys)
+    assert code == 0 and json.loads(out)["max_len"] == 8  # busy's tape has 8 cells
+    code, out, _ = lat("verify", str(PROGRAMS / "capitals.lat"), "--json", capsys=capsys)
+    assert code == 0 and json.loads(out)["max_len"] == 1
+
+
+def test_input_from_a_file_and_from_standard_input(tmp_path, capsys, monkeypatch):
+    import io
+
+    word = tmp_path / "word.txt"
+    word.write_text("1101\n")
+    code, out, _ = lat("run", str(PROGRAMS / "parity.lat"), "--input-file", str(word), "--json",
+                       capsys=capsys)
+    assert code == 0 and json.loads(out)["input"] == list("1101")
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(b"new york\r\n")))
+    code, out, _ = lat("run", str(PROGRAMS / "capitals.lat"), "--input", "-", "--json",
+                       capsys=capsys)
+    assert code == 0 and json.loads(out)["input"] == ["new york"]
+    lines = tmp_path / "words.txt"
+    lines.write_text("11\n\n0101\n1 0 1\n")
+    code, out, _ = lat("verify", str(PROGRAMS / "parity.lat"), "--input-file", str(lines),
+                       "--json", capsys=capsys)
+    report = json.loads(out)
+    assert code == 0 and report["checked"] == 4 and report["domain"] == "given"
+    assert report["max_len"] == 4
+    code, _, err = lat("run", str(PROGRAMS / "parity.lat"), "--input-file",
+                       str(tmp_path / "absent"), capsys=capsys)
+    assert code == 1 and "no such file" in err
+
+
+def test_artifacts_and_programs_are_told_apart_by_content(tmp_path, capsys):
+    source = (PROGRAMS / "parity.lat").read_text()
+    for name in ("parity.txt", "PARITY.LAT", "parity"):
+        (tmp_path / name).write_text(source)
+        code, out, _ = lat("run", str(tmp_path / name), "--input", "11", "--json",
+                           capsys=capsys)
+        assert code == 0 and json.loads(out)["output"] == "accept", name
+    artifact = tmp_path / "looks_like_a_program.lat"
+    assert lat("compile", str(tmp_path / "parity.txt"), "-o", str(artifact),
+               capsys=capsys)[0] == 0
+    code, out, _ = lat("run", str(artifact), "--input", "1", "--json", capsys=capsys)
+    assert code == 0 and json.loads(out)["output"] == "reject"
+    code, _, err = lat("check", str(artifact), capsys=capsys)
+    assert code == 1 and "is a lat artifact" in err and len(err.strip().splitlines()) == 1
+    junk = tmp_path / "junk.bin"
+    junk.write_bytes(bytes(range(256)))
+    code, _, err = lat("run", str(junk), "--input", "1", capsys=capsys)
+    assert code == 1 and "neither a .lat program" in err and "nor a lat artifact" in err
+
+
+def test_a_byte_order_mark_and_an_empty_file(tmp_path, capsys):
+    bom = tmp_path / "bom.lat"
+    bom.write_bytes(b"\xef\xbb\xbf" + (PROGRAMS / "parity.lat").read_bytes())
+    assert lat("check", str(bom), capsys=capsys)[0] == 0
+    empty = tmp_path / "empty.lat"
+    empty.write_text("# nothing yet\n")
+    code, _, err = lat("check", str(empty), capsys=capsys)
+    assert code == 2 and err.startswith(f"{empty}:1:1: error: the file declares nothing")

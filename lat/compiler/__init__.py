@@ -55,6 +55,12 @@ def compile_source(
     declaration = checked.get(name)
     if minimise:
         declaration = minimise_declaration(declaration, filename)
+    if embedding is not None and embedding.kind != "onehot" and not isinstance(
+            declaration, CheckedMemory):
+        raise LatError(Diagnostic(filename, declaration.source.pos,
+                                  f"--embedding {embedding.kind} applies to memories only",
+                                  f"'{declaration.name}' is {_a(_kind(declaration))}: "
+                                  "leave out --embedding, --dim and --seed"))
     lowered = lower(declaration, placement, filename, embedding)
     model = assemble(lowered, declaration, placement, text)
     executor = model
@@ -70,7 +76,7 @@ def minimise_declaration(declaration: Checked, filename: str) -> Checked:
     if not isinstance(declaration, CheckedAutomaton):
         raise LatError(Diagnostic(filename, declaration.source.pos,
                                   "--minimise applies to automata only",
-                                  f"'{declaration.name}' is a {_kind(declaration)}"))
+                                  f"'{declaration.name}' is {_a(_kind(declaration))}"))
     return minimise(declaration)
 
 
@@ -131,6 +137,10 @@ def assemble(lowered: Lowered, declaration: Checked, placement: str, text: str) 
             "origin": "compiled",
         },
     )
+
+
+def _a(word: str) -> str:
+    return ("an " if word[:1] in "aeiou" else "a ") + word
 
 
 def _kind(declaration: Checked) -> str:

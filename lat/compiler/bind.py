@@ -31,8 +31,9 @@ def bind_program(
                CheckedMachine: ("machine", bind_machine)}
     kind, binder = binders[type(declaration)]
     if interface.kind != kind:
+        article = "an" if kind[:1] in "aeiou" else "a"
         raise InputError(f"this artifact executes {interface.kind} programs, "
-                         f"not a {kind} like '{declaration.name}'")
+                         f"not {article} {kind} like '{declaration.name}'")
     try:
         bound = binder(interface, declaration)
     except ValueError as exc:

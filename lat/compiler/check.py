@@ -50,6 +50,9 @@ def check_program(program: ast.Program) -> CheckedProgram:
     declarations and the warnings otherwise.
     """
     report = _Report(program.filename)
+    if not program.declarations:  # what compile, run and verify would refuse, check refuses
+        raise LatError(Diagnostic(program.filename, ast.Pos(1, 1), "the file declares nothing",
+                                  "write an automaton, memory or machine"))
     first_seen: dict[str, ast.Declaration] = {}
     checked: list[Checked] = []
     for declaration in program.declarations:
@@ -167,6 +170,16 @@ def _check_symbols_written(symbols: Iterable[ast.Symbol | None], report: _Report
         if symbol is not None and symbol.text == "":
             report.error(symbol.pos, "a symbol cannot be empty",
                          "write at least one character between the quotes")
+
+
+def _check_typable(symbols: Iterable[ast.Symbol], blank: str | None, report: _Report) -> None:
+    """An input symbol holding whitespace could never be given: `--input` splits on it."""
+    for symbol in symbols:
+        if symbol.text != blank and any(char.isspace() for char in symbol.text):
+            example = _show("_".join(symbol.text.split()) or "space")
+            report.error(symbol.pos, f"the input symbol {_show(symbol.text)} contains whitespace",
+                         "`--input` splits words on whitespace, so no input could hold it: "
+                         f"write it without spaces, e.g. {example}")
 
 
 def _unique(items: Sequence[ast.Name | ast.Symbol], what: str, where: str,
@@ -294,6 +307,7 @@ def _check_automaton(a: ast.Automaton, report: _Report) -> CheckedAutomaton | No
     _check_not_empty(header, "accept", a.accept, "states", report,
                      "leave out 'accept:' for an automaton that accepts nothing")
     _check_symbols_written(a.alphabet, report)
+    _check_typable(a.alphabet, None, report)
     alphabet = _unique(a.alphabet, "symbol", "alphabet", report)
     states = _unique(a.states, "state", "states", report)
     if "start" in header:
@@ -366,6 +380,7 @@ def _check_machine(m: ast.Machine, report: _Report) -> CheckedMachine | None:
     _check_not_empty(header, "halt", m.halt, "states", report,
                      "a machine needs at least one halting state to stop in")
     _check_symbols_written([*m.tape, m.blank if "blank" in header else None], report)
+    _check_typable(m.tape, m.blank.text if "blank" in header else None, report)
     tape = _unique(m.tape, "symbol", "tape", report)
     states = _unique(m.states, "state", "states", report)
     if "blank" in header and "tape" in header and m.blank.text not in tape:

@@ -43,6 +43,8 @@ def parse_program(text: str, filename: str = "<string>") -> ast.Program:
     Raises `LatError` (never a lark exception) for the first syntax error, located at the
     offending character or token.
     """
+    if text.startswith("\ufeff"):  # a UTF-8 byte order mark, as some editors write
+        text = text[1:]
     try:
         tree = _parser().parse(text)
     except lark.UnexpectedInput as error:
@@ -301,6 +303,9 @@ def _diagnostic(error: lark.UnexpectedInput, text: str, filename: str) -> Diagno
         return Diagnostic(filename, pos, f"unexpected character {char!r}", f"expected {wanted}")
 
     token = getattr(error, "token", None)
+    incomplete = _incomplete_rule(text, token, filename)
+    if incomplete is not None:
+        return incomplete
     if token is None or token.type == "$END":
         pos = _end_position(text)
         unclosed = _unclosed_brace(text)
@@ -335,6 +340,61 @@ def _diagnostic(error: lark.UnexpectedInput, text: str, filename: str) -> Diagno
                           f"'{value}' is a reserved word and cannot be used as a name",
                           f"choose another name, e.g. '{value}_'")
     return Diagnostic(filename, pos, f"unexpected '{value}'", f"expected {wanted}")
+
+
+_RULE_SHAPES = {  # what must follow '->' in each kind of declaration
+    "automaton": (1, "a transition needs its target state after '->' (STATE SYMBOL -> STATE)"),
+    "memory": (1, "an entry needs its value after '->' (KEY -> VALUE)"),
+    "machine": (3, "a rule needs WRITE MOVE NEXT after '->' (STATE READ -> WRITE MOVE NEXT)"),
+}
+
+
+def _incomplete_rule(text: str, token: Token | None, filename: str) -> Diagnostic | None:
+    """A rule cut short on its line, which the parser completed from the next line.
+
+    Newlines only separate tokens, so `q a -> R q` (a machine rule missing its write) takes
+    the next line's first name as NEXT and fails there; the mistake is on the rule's line.
+    When the last '->' before the error sits on an earlier line, is followed there by fewer
+    items than its kind needs, and the error comes within one item after the rule should
+    have ended, the rule's line is reported instead.
+    """
+    end = len(text) if token is None or token.type == "$END" else token.start_pos
+    tokens: list[Token] = []
+    try:
+        for lexed in _parser().lex(text[:end]):
+            tokens.append(lexed)
+    except lark.UnexpectedInput:
+        return None
+    arrows = [i for i, t in enumerate(tokens) if t.type == "_ARROW"]
+    if not arrows:
+        return None
+    arrow = tokens[arrows[-1]]
+    error_line = (token.line if token is not None and token.type != "$END"
+                  else _end_position(text).line + 1)
+    if arrow.line >= error_line:
+        return None
+    unclosed = _unclosed_brace(_text_before(text, arrow.line, arrow.column))
+    if unclosed is None:
+        return None
+    kind = unclosed[0].split()[0]
+    if kind not in _RULE_SHAPES:
+        return None
+    needed, shape = _RULE_SHAPES[kind]
+    after = tokens[arrows[-1] + 1 :]
+    same_line = [t for t in after if t.line == arrow.line]
+    if len(same_line) >= needed or len(after) > needed + 1:
+        return None
+    last = same_line[-1] if same_line else arrow
+    pos = ast.Pos(last.end_line or last.line, (last.end_column or last.column) + 1)
+    found = " ".join(str(t) for t in same_line)
+    message = f"incomplete {'rule' if kind == 'machine' else _entry_word(kind)}: {shape}"
+    hint = (f"this line has only '{found}' after '->'" if found else
+            "nothing follows '->' on this line") + "; complete it here"
+    return Diagnostic(filename, pos, message, hint)
+
+
+def _entry_word(kind: str) -> str:
+    return "transition" if kind == "automaton" else "entry"
 
 
 def _article(word: str) -> str:
