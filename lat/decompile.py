@@ -158,7 +158,7 @@ class _Entry:
     def add(self, value: object, margin: float, resolved: bool, example: dict) -> None:
         slot = self.values.setdefault(value, [0, []])
         slot[0] += 1
-        if len(slot[1]) < MAX_EXAMPLES:
+        if len(slot[1]) < MAX_EXAMPLES and example not in slot[1]:
             slot[1].append(example)
         self.min_margin = min(self.min_margin, margin)
         self.unresolved += not resolved
