@@ -134,7 +134,7 @@ def test_the_decoder_prefills_only_where_it_pays():
     """Long prompts over a small d prefill; a machine's short prompt over d = 481 is
     stepped (its fold Σ_h Q_hᵀ S V_hᵀ alone would cost ~100 GFLOP for 256 rows)."""
     from lat.api import compile_source, shipped_program
-    from lat.runtime.execute import _SparseStepper
+    from lat.runtime.steppers import SparseStepper as _SparseStepper
 
     small = long_prompt(40)
     stepper = _SparseStepper(small.V, small.Q, small, 4, "fp32", torch.float32,
