@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lat.compiler import Compilation, compile_source
+from lat.compiler import Compilation, bind_default_program, compile_source
 from lat.compiler.bind import bind_program
 from lat.compiler.check import check_program
 from lat.compiler.interpret import machine_output
@@ -109,7 +109,8 @@ def load_model(
     loaded; anything else is read as a `.lat` program and compiled on the fly.
 
     `program` binds a context-placement artifact to the program in that file (its table
-    becomes the prompt). `name` and `placement` choose what to compile from a program; for
+    becomes the prompt); without it, such an artifact runs the program it was compiled from.
+    `name` and `placement` choose what to compile from a program; for
     an artifact they have no meaning and are refused rather than ignored. `placement=None`
     is the default placement, "weights".
     """
@@ -128,6 +129,8 @@ def load_model(
         raise InputError("--program-name chooses a declaration of --program: give --program")
     if program is not None:
         model = bind_program(model, check_file(program).get(program_name))
+    else:  # a context-placement executor runs the program it was compiled from
+        model = bind_default_program(model)
     return model
 
 
@@ -211,7 +214,31 @@ def run(
     symbols = word_of(model, word)
     result = rollout(model, [symbols], reference=reference, kernel=kernel, device=device,
                      weights=weights)[0]
-    return run_report(model, result)
+    report = run_report(model, result)
+    certified = certification(model, symbols)
+    if certified is not None:
+        report["certified"], report["certified_reason"] = certified
+    return report
+
+
+def certification(model: CompiledModel, symbols: Sequence[str]) -> tuple[bool, str] | None:
+    """Whether a learned artifact's certificate covers this input, and why (None for a
+    compiled artifact, which is exact by construction and `lat verify`).
+
+    A learned artifact carries what `learn` proved (info "certified"): the scope, the
+    domain and the input length up to which every decode is proven equal to its source's."""
+    if model.info.get("origin") != "learned":
+        return None
+    certified = model.info.get("certified")
+    if not isinstance(certified, dict):
+        return False, "this learned artifact carries no certificate"
+    if not certified.get("proven"):
+        return False, str(certified.get("reason") or "equivalence was not proven")
+    bound = certified.get("up_to_length")
+    if bound is not None and len(symbols) > int(bound):
+        return False, (f"the input has {len(symbols)} symbols; equivalence is proven up to "
+                       f"{bound}")
+    return True, f"proven over {certified.get('domain')}"
 
 
 REPORT_KEYS = {

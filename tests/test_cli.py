@@ -183,8 +183,10 @@ def test_machine_run_json_and_context_executor(tmp_path, capsys):
     code, out, _ = lat("compile", str(PROGRAMS / "palindrome.lat"), "--program-in", "context",
                        "-o", str(executor), "--json", capsys=capsys)
     assert code == 0 and json.loads(out)["tokens_per_step"] == 2
-    code, _, err = lat("run", str(executor), "--input", "abba", capsys=capsys)
-    assert code == 1 and "--program" in err
+    # the executor remembers the program it was compiled from as its default prompt
+    code, out, _ = lat("run", str(executor), "--input", "abba", "--json", capsys=capsys)
+    assert code == 0 and json.loads(out)["final_state"] == truth.final_state
+    assert json.loads(out)["program"] == "palindrome"
     code, out, _ = lat("run", str(executor), "--program", str(PROGRAMS / "palindrome.lat"),
                        "--input", "abba", "--json", capsys=capsys)
     assert code == 0 and json.loads(out)["final_state"] == truth.final_state
@@ -349,3 +351,24 @@ def test_a_byte_order_mark_and_an_empty_file(tmp_path, capsys):
     empty.write_text("# nothing yet\n")
     code, _, err = lat("check", str(empty), capsys=capsys)
     assert code == 2 and err.startswith(f"{empty}:1:1: error: the file declares nothing")
+
+
+def test_a_context_executor_without_a_remembered_program_asks_for_one(tmp_path, capsys):
+    from lat.compiler import compile_source
+    from lat.runtime.model import CompiledModel
+
+    executor = compile_source((PROGRAMS / "palindrome.lat").read_text(),
+                              placement="context").executor
+    info = {k: v for k, v in executor.info.items() if k != "default_program"}
+    path = tmp_path / "bare.safetensors"
+    CompiledModel(executor.V, executor.Q, executor.interface, info=info).save(path)
+    code, _, err = lat("run", str(path), "--input", "abba", capsys=capsys)
+    assert code == 1 and "--program" in err
+    other = tmp_path / "other.lat"  # --program overrides a remembered program
+    other.write_text((PROGRAMS / "palindrome.lat").read_text().replace("yes", "ja"))
+    executor_path = tmp_path / "utm.safetensors"
+    lat("compile", str(PROGRAMS / "palindrome.lat"), "--program-in", "context", "-o",
+        str(executor_path), capsys=capsys)
+    code, out, _ = lat("run", str(executor_path), "--program", str(other), "--input", "aba",
+                       "--json", capsys=capsys)
+    assert code == 0 and json.loads(out)["final_state"] == "ja"

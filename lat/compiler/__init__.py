@@ -63,11 +63,30 @@ def compile_source(
                                   "leave out --embedding, --dim and --seed"))
     lowered = lower(declaration, placement, filename, embedding)
     model = assemble(lowered, declaration, placement, text)
+    if placement == "context":  # the executor remembers its program: the default prompt
+        model = model.with_info(default_program={"source": text, "name": declaration.name,
+                                                 "minimise": minimise})
     executor = model
     if placement == "context":
         model = bind_program(executor, declaration)
     return Compilation(model=model, declaration=declaration, warnings=checked.warnings,
                        executor=executor)
+
+
+def bind_default_program(model: CompiledModel) -> CompiledModel:
+    """A context-placement executor bound to the program it was compiled from (recorded in
+    its info as `default_program`); `model` itself when it has none or is bound already."""
+    remembered = model.info.get("default_program")
+    if (model.interface.extra.get("placement") != "context" or model.interface.prompt[:-1]
+            or not isinstance(remembered, dict)):
+        return model
+    source = str(remembered.get("source", ""))
+    name = remembered.get("name")
+    filename = f"<program remembered by the artifact: {name}>"
+    declaration = check_program(parse_program(source, filename)).get(name)
+    if remembered.get("minimise"):
+        declaration = minimise_declaration(declaration, filename)
+    return bind_program(model, declaration)
 
 
 def minimise_declaration(declaration: Checked, filename: str) -> Checked:
