@@ -201,6 +201,9 @@ def cmd_run(args: argparse.Namespace) -> int:
                          "pass --program FILE")
     report = api.run(model, word, reference=args.reference, kernel=args.kernel,
                      device=args.device, weights=args.weights)
+    if report.get("certified") is False:
+        err.print(f"warning: outside the learned model's certificate: "
+                  f"{report['certified_reason']}", markup=False, highlight=False)
     if not report["margin_resolved"]:
         raise PrecisionError(
             f"decode margin {report['margin']:.3g} is below what the number format resolves; "
@@ -276,16 +279,24 @@ def cmd_learn(args: argparse.Namespace) -> int:
     from lat.learner import learn
     from lat.learner.traces import load_traces
 
+    if args.file is not None and args.program is not None:
+        raise UsageError("give the source once: a positional FILE or --program FILE")
+    if args.program is not None:
+        args.file = args.program
     source = _source_model(args)
     traces = load_traces(args.traces) if args.traces else None
     if source is None and traces is None:
         raise InputError("learn needs a program, an artifact or --traces")
     with progress_bar(not args.json) as progress:
-        result = learn(source, traces=traces, samples=args.samples, max_len=args.max_len,
+        result = learn(source, traces=traces, samples=args.samples,
+                       max_len=64 if args.max_len is None else args.max_len,
+                       domain_max_len=args.max_len if source is None else None,
                        seed=args.seed, progress=progress, workers=args.workers,
                        design="qr" if args.design or args.compare_random else None,
                        compare_random=args.compare_random,
-                       minimise=not args.no_minimise)
+                       minimise=not args.no_minimise, exact=not args.no_exact,
+                       exact_budget=args.exact_budget, design_rounds=args.design_rounds,
+                       max_traces=args.max_traces)
     if args.output:
         result.model.save(args.output)
     report = result.to_json()
@@ -293,25 +304,45 @@ def cmd_learn(args: argparse.Namespace) -> int:
         _print_json(report)
     else:
         _print_learn(report, args.output)
-    return 0 if result.equivalent else 1
+    if report.get("design_converged") is False:
+        err.print("warning: the sampled design rounds ended with uncovered words still "
+                  "being found (design_converged: false)", markup=False, highlight=False)
+    agreed = result.equivalent if result.equivalent is not None else result.reproduces_traces
+    if args.require == "proven" and not result.model.info["certified"]["proven"]:
+        err.print(f"error: --require proven: {result.model.info['certified']['reason']}",
+                  markup=False, highlight=False)
+        return 1
+    return 0 if agreed else 1
 
 
 def _print_learn(report: dict, output: str | None) -> None:
     certificate = report["certificate"]
     table = Table(title="learned by least squares (Algorithm 1)", show_header=False,
                   title_justify="left")
-    for key in ("samples", "train_max_abs_error"):
+    for key in ("samples", "traces", "train_max_abs_error"):
         table.add_row(key, f"{report[key]:.3g}" if isinstance(report[key], float)
                       else str(report[key]))
     before = report.get("heads_before_minimising")
     table.add_row("heads", str(report["heads"]) if before in (None, report["heads"])
                   else f"{report['heads']} (Algorithm 1: {before})")
+    table.add_row("scope", Text(f"{certificate['scope']}: {certificate['domain']}"))
+    if certificate.get("domain_dimension") is not None:
+        table.add_row("domain dimension", str(certificate["domain_dimension"]))
     for key, value in certificate.items():
+        if key in ("scope", "domain", "domain_dimension", "notes"):
+            continue
         table.add_row(f"certificate.{key}", f"{value:.3g}" if isinstance(value, float)
                       else str(value))
-    table.add_row("equivalent", f"{report['equivalent']} ({report['checked']} inputs checked)")
-    if report.get("design") == "qr":
-        table.add_row("design", f"{report['traces']} designed traces")
+    equivalence = report.get("equivalence") or {}
+    if report["equivalent"] is None:
+        table.add_row("reproduces traces", f"{report['reproduces_traces']} "
+                      f"({report['checked']} recorded runs)")
+    else:
+        table.add_row("equivalent", f"{report['equivalent']} ({equivalence.get('method')}; "
+                      f"{report['checked']} inputs run side by side)")
+    table.add_row("evidence", Text(str(equivalence.get("statement", ""))))
+    if report.get("design") in ("qr", "exact"):
+        table.add_row("design", f"{report['traces']} {report['design']}-designed traces")
     comparison = report.get("design_comparison")
     if comparison:
         needed = (comparison["random_traces"] if comparison["random_covered"]
@@ -319,8 +350,9 @@ def _print_learn(report: dict, output: str | None) -> None:
         table.add_row("random traces to cover", f"{needed} (same domain, "
                       f"{comparison['domain_sequences']} words)")
     out.print(table)
+    out.print(Text("notes: " + str(certificate.get("notes", ""))), style="dim")
     if output:
-        out.print(f"learned artifact: {output}")
+        out.print(Text(f"learned artifact: {output}"))
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
@@ -572,10 +604,16 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("learn", cmd_learn, "relearn weights from traces by least squares")
     p.add_argument("file", nargs="?", help=".lat program or artifact to learn from")
     p.add_argument("--traces", help="learn from a traces file made by `lat trace`")
+    p.add_argument("--program", metavar="FILE",
+                   help="the program (or artifact) the traces came from: certify against it")
     p.add_argument("--name")
     p.add_argument("--program-in", choices=("weights", "context"), default="weights")
-    p.add_argument("--samples", type=_positive, default=1000, help="number of rollouts")
-    p.add_argument("--max-len", type=_non_negative, default=64)
+    p.add_argument("--samples", type=_positive, default=None,
+                   help="random training words (default: the exact design where the domain "
+                   "is exact, else 1000)")
+    p.add_argument("--max-len", type=_non_negative, default=None,
+                   help="longest random or design word (default 64); with --traces alone, "
+                   "the domain bound, which may not exceed the recorded lengths")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--workers", type=_positive, default=1,
                    help="accumulate the Gram in N local processes (torch.distributed, gloo)")
@@ -585,6 +623,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--compare-random", action="store_true",
                    help="with --design (implied): also count the random traces needed to "
                    "cover the same certification domain (samples-to-identifiability)")
+    p.add_argument("--design-rounds", type=_non_negative, default=8,
+                   help="rounds of data design on a sampled domain (default 8)")
+    p.add_argument("--max-traces", type=_positive, default=None,
+                   help="stop adding designed traces at this many")
+    p.add_argument("--exact-budget", type=_positive, default=20_000,
+                   help="enumerate at most this many inputs for an exact domain "
+                   "(default 20,000)")
+    p.add_argument("--no-exact", action="store_true",
+                   help="certify on a sample even where an exact domain exists")
+    p.add_argument("--require", choices=("proven",),
+                   help="exit 1 unless equivalence is proven on an exact domain")
     p.add_argument("--no-minimise", action="store_true",
                    help="keep Algorithm 1's heads (skip the fewest-heads search)")
     p.add_argument("-o", "--output", help="write the learned artifact here")
