@@ -3,7 +3,9 @@
 An artifact carries its Interface — the finite token vocabulary, the decoded output fields
 and the feedback rule — so its behaviour can be read off as a table, one entry per token
 the program logic depends on, by running the model through its own runtime (`rollout`)
-as a black box. Nothing here reads V or Q directly: a model is decompiled by what it does.
+as a black box: a model is decompiled by what it does. V and Q are read only for one
+extra, a bound (automata, weights placement) on the word length up to which every entry
+provably decodes the value it was read with (`_length_bound`).
 
 - **automaton**: from `bos`, breadth-first over decoded states (each new state gets the
   shortest word that reached it); then every (state, symbol) entry is read at every prefix
@@ -108,6 +110,8 @@ class Decompilation:
     renaming: dict[str, str] | None = None
     differences: list[dict[str, object]] | None = None
     comparison: str | None = None
+    proven_length: int | None = None  # automata: every word this long or shorter, proven
+    proven_unbounded: bool = False  # ... or every word of every length
 
     def to_json(self) -> dict[str, object]:
         """The `lat decompile --json` object."""
@@ -125,6 +129,8 @@ class Decompilation:
             "source": self.source,
             "notes": self.notes,
             "names": self.names,
+            "proven_length": ("unbounded" if self.proven_unbounded
+                              else self.proven_length),
             "seconds": round(self.seconds, 3),
         }
         if self.reference is not None:
@@ -304,6 +310,7 @@ def decompile(
             f"# verified: {len(report.entries)} entries, {report.readings} readings on "
             f"{report.inputs} inputs, every reading agreed;",
             f"#   smallest decode margin {report.min_margin:.3g} (resolved in fp32)",
+            *_proof_lines(report),
             *(f"# note: {note}" for note in report.notes),
         ]
         text = "\n".join(header) + "\n" + report.program
@@ -317,6 +324,16 @@ def decompile(
             _compare(report, reference, model)
     report.seconds = time.perf_counter() - started
     return report
+
+
+def _proof_lines(report: Decompilation) -> list[str]:
+    if report.proven_unbounded:
+        return ["# proven from V and Q: every entry decodes its value on words of every "
+                "length"]
+    if report.proven_length is None:
+        return []
+    return [f"# proven from V and Q: every entry decodes its value on every word of length "
+            f"≤ {report.proven_length:,}"]
 
 
 def _reference(against: Checked | str | Path) -> Checked:
@@ -467,13 +484,80 @@ def _automaton(model: CompiledModel, samples: int, max_len: int,
     unvisited = [v for v in interface.output_field(state_field).values if v not in access]
     if unvisited:
         notes.append(f"{len(unvisited)} state values of the interface never decoded: left out")
-    return _finish(
+    report = _finish(
         "automaton", book,
         lambda key: "start" if key == ("bos",) else " ".join(key),
         lambda value: ({"state": names.get(value[0], value[0]), "accept": value[1]}
                        if isinstance(value, tuple) else value),
         program, method, inputs, notes, {k: v for k, v in names.items() if k != v},
         readings)
+    if program is not None:
+        _length_bound(model, book, report)
+    return report
+
+
+def _length_bound(model: CompiledModel, book: _Book, report: Decompilation) -> None:
+    """A bound from the weights, beside the readings: the word length up to which every
+    entry provably decodes the value it was read with (automaton, weights placement).
+
+    Tokens are unit vectors (bos, or one (state, symbol) pair), so at a prefix with counts
+    n_u the output for current token z is Σ_u n_u·w_u(z), w_u(z) = Σ_h V_h[:, u]·Q_h[u, z].
+    For the value v read and any rival v' of one output field, with D_u = w_u[v] − w_u[v']:
+    margin ≥ D_bos + D_z + (t−1)·min(0, min_u D_u) at the t-th symbol (n_bos = 1, n_z ≥ 1,
+    t tokens besides bos), and |y| ≤ |w_bos| + t·max_u |w_u|; the bound is the largest t
+    at which that margin still clears fp32's resolution (64 ulps), for every entry, field
+    and rival. Every token of the vocabulary is allowed to occur — a superset of what a
+    run can produce — so the bound is sound for any word (by induction over positions).
+    """
+    interface = model.interface
+    names = [f.name for f in interface.token_fields]
+    if names != ["bos", "state_symbol"] or interface.extra.get("placement") == "context":
+        report.notes.append("length bound from the weights: not applicable (not the "
+                            "weights-placement automaton layout)")
+        return
+    pairs = interface.token_field("state_symbol")
+    offset = interface.token_offset("state_symbol")
+    V = model.V.to(torch.float32).to(torch.float64)  # the weights as fp32 runs them
+    Q = model.Q.to(torch.float32).to(torch.float64)
+    c = 64 * float(torch.finfo(torch.float32).eps)
+    slices = interface.output_slices()
+    keys = [k for k in book.entries if k[0] != "accept"]
+    columns = [0 if k == ("bos",) else offset + pairs.index(k) for k in keys]
+    bounds: dict[tuple, float] = {}
+    for start in range(0, len(keys), 64):
+        chunk = columns[start:start + 64]
+        W = torch.einsum("hou,huz->zou", V, Q[:, :, chunk])  # (z, d_out, d): w_u(z)
+        for key, z, w in zip(keys[start:start + 64], chunk, W, strict=True):
+            value = next(iter(book.entries[key].values))
+            best = math.inf
+            for (output, first), picked in zip(slices, value, strict=True):
+                block = w[first:first + output.width]
+                v = output.values.index(picked)
+                D = block[v][None, :] - torch.cat([block[:v], block[v + 1:]])
+                if D.shape[0] == 0:
+                    continue
+                size = float(w[:, 0].abs().max())
+                if z == 0:  # bos: position 0 only, y = w_bos
+                    ok = float(D[:, 0].min()) > c * max(1.0, size)
+                    best = min(best, math.inf if ok else 0.0)
+                    continue
+                base = D[:, 0] + D[:, z]
+                neg = torch.clamp(D[:, 1:].min(dim=1).values, max=0.0)
+                grow = float(w[:, 1:].abs().max())
+                top = base - neg - c * (1.0 + size)
+                rate = c * grow - neg
+                for numerator, denominator in zip(top.tolist(), rate.tolist(), strict=True):
+                    if numerator <= 0:
+                        best = 0.0
+                    elif denominator > 0:
+                        best = min(best, math.ceil(numerator / denominator) - 1)
+            bounds[key] = best
+    proven = min(bounds.values(), default=math.inf)
+    for row, key in zip(report.entries, book.entries, strict=False):
+        if key in bounds:
+            row["proven_up_to"] = None if math.isinf(bounds[key]) else int(bounds[key])
+    report.proven_length = None if math.isinf(proven) else int(proven)
+    report.proven_unbounded = math.isinf(proven)
 
 
 def _compare_automata(report: Decompilation, model: CompiledModel,

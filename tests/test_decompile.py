@@ -75,6 +75,24 @@ def test_shipped_programs_round_trip(name, placement):
     json.dumps(data)
 
 
+def test_length_bound_from_the_weights():
+    compiled = compile_source(shipped_program("div3.lat")).model
+    report = decompile(compiled, **FAST)
+    # margin c ≥ 1 against fp32's 64 ulps of an output of size ≤ t: t < 2^17
+    assert report.proven_length == 2**17 - 2
+    assert "every word of length ≤ 131,070" in report.program
+    assert all(row["proven_up_to"] == 2**17 - 2 for row in report.entries
+               if row["key"][0] != "accept" and row["key"] != ["bos"])
+    # cross terms of 1/1000 between every two tokens: still the same table on every
+    # word read, but proven only up to a shorter length
+    weaker = decompile(dataclasses.replace(compiled, Q=compiled.Q + 1e-3 * (
+        torch.ones_like(compiled.Q) - torch.eye(compiled.d))), **FAST)
+    assert weaker.consistent
+    assert 0 < weaker.proven_length < 2**17 - 2
+    context = compile_source(shipped_program("div3.lat"), placement="context").model
+    assert decompile(context, **FAST).proven_length is None
+
+
 def test_automaton_renaming_is_reported_for_isomorphic_programs():
     text = shipped_program("parity.lat")
     model = compile_source(text).model
