@@ -42,6 +42,7 @@ Progress = Callable[[str, int, int], None]
 COUNT_TOL = 1e-9  # relative residual above which a count vector opens a new direction
 EXACT_BUDGET = 20_000  # inputs enumerated at most for an exact finite domain
 MAX_STATES = 4096  # decoded states explored at most for a token graph
+MIN_GRAPH_LENGTH = 10_000  # a token graph proven for shorter words only is not used
 ROLLOUT_CHUNK = 2048
 SPAN_BATCH = 2048  # inputs whose prefixes are tested against the spans at once
 
@@ -328,6 +329,15 @@ def _token_graph_domain(source: CompiledModel, notes: list[str], seed: int,
     if proof is None:
         return None
     margins, cross = proof
+    # Other tokens may move a decode by ρ_c per occurrence: the graph is then exact only
+    # for words short enough that 2 t ρ_c < μ_c (every length when every ρ_c is 0).
+    limit = min((math.ceil(margins[c] / (2 * cross[c])) - 1 for c in cross if cross[c] > 0),
+                default=None)
+    max_length = None if limit is None else limit - len(prompt)
+    if max_length is not None and max_length < MIN_GRAPH_LENGTH:
+        notes.append(f"token graph: other tokens move the source's decodes; they are proven "
+                     f"token-determined only up to {max(max_length, 0)} symbols")
+        return None
 
     # Fixpoint: the affine hull of the count vectors of the words reaching each state.
     hulls: dict[tuple, _Hull] = {start_state: _Hull(prompt_counts)}
@@ -376,16 +386,17 @@ def _token_graph_domain(source: CompiledModel, notes: list[str], seed: int,
         f"witness words up to length {longest}"
     )
     symbols = ", ".join(alphabet[:12]) + (", ..." if len(alphabet) > 12 else "")
+    lengths = "every length" if max_length is None else f"length ≤ {max_length:,}"
     return Domain(
         scope="exact",
-        description=f"every word over {{{symbols}}} of every length",
+        description=f"every word over {{{symbols}}} of {lengths}",
         certify_words=certify,
         design_words=design,
         dimension=dimension,
         spans=CountSpans(vocabulary=U, bases=bases, margins=margins, cross=cross,
                          max_tokens=None, prompt_length=len(prompt)),
         notes=notes,
-        max_length=None,
+        max_length=max_length,
     )
 
 
