@@ -10,7 +10,10 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -23,10 +26,11 @@ from lat import api
 from lat.compiler.errors import LatError, one_line
 from lat.compiler.graph import to_dot
 from lat.compiler.ir import CheckedAutomaton
+from lat.compiler.lower import DEFAULT_MAX_MEMORY
 from lat.compiler.lower.memory import Embedding
 from lat.experiments import EXPERIMENTS as EXPERIMENT_FUNCTIONS
 from lat.progress import progress_bar
-from lat.runtime.errors import ArtifactError, InputError, PrecisionError
+from lat.runtime.errors import ArtifactError, InputError, PrecisionError, ResourceError
 from lat.runtime.forms import KERNELS
 from lat.runtime.model import CompiledModel
 from lat.runtime.storage import check_output_path
@@ -93,10 +97,13 @@ def _summary_table(summary: dict[str, object], title: str) -> Table:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    checked = api.check_file(args.file)
+    from lat.compiler.lower import estimate
+
+    checked = api.check_file(args.file, max_memory=args.max_memory)
     for warning in checked.warnings:
         err.print(Text(str(warning)))
-    names = [{"name": d.name, "kind": type(d).__name__.replace("Checked", "").lower()}
+    names = [{"name": d.name, "kind": type(d).__name__.replace("Checked", "").lower(),
+              "estimate": estimate(d).to_json()}  # weights placement: sizes and bytes
              for d in checked.declarations]
     if args.json:
         _print_json({"file": args.file, "ok": True, "declarations": names,
@@ -120,7 +127,8 @@ def cmd_compile(args: argparse.Namespace) -> int:
                              "they apply with --embedding random only")
     embedding = Embedding(args.embedding, args.dim, args.seed or 0)
     compilation = api.compile_file(args.file, name=args.name, placement=args.program_in,
-                                   minimise=args.minimise, embedding=embedding)
+                                   minimise=args.minimise, embedding=embedding,
+                                   max_memory=args.max_memory)
     _warnings(compilation)
     model = compilation.artifact  # for context placement: the universal executor
     target = _compile_target(args)
@@ -154,6 +162,29 @@ def check_outputs(args: argparse.Namespace) -> None:
         check_output_path(args.output, inputs)
     if getattr(args, "plot", None):
         check_output_path(args.plot, inputs, flag="--plot")
+
+
+@contextmanager
+def _running(message: str, show: bool) -> Iterator[None]:
+    """A spinner with the elapsed time on a terminal's stderr while a long run goes on
+    (Ctrl-C ends it: `main` prints one line and exits 130)."""
+    if not show or not err.is_terminal:
+        yield
+        return
+    started = time.perf_counter()
+    with err.status(Text(message)) as status:
+
+        def tick() -> None:
+            while not done.wait(1.0):
+                status.update(Text(f"{message} … {time.perf_counter() - started:.0f} s"))
+
+        done = threading.Event()
+        ticker = threading.Thread(target=tick, daemon=True)
+        ticker.start()
+        try:
+            yield
+        finally:
+            done.set()
 
 
 def context_sizes(bound: CompiledModel) -> dict[str, object]:
@@ -195,12 +226,16 @@ def run_input(args: argparse.Namespace) -> str:
 def cmd_run(args: argparse.Namespace) -> int:
     word = run_input(args)
     model = api.load_model(args.file, name=args.name, placement=args.program_in,
-                           program=args.program, program_name=args.program_name)
+                           program=args.program, program_name=args.program_name,
+                           max_memory=args.max_memory)
     if model.interface.extra.get("placement") == "context" and not model.interface.prompt[:-1]:
         raise InputError("this artifact executes a program given in its prompt: "
                          "pass --program FILE")
-    report = api.run(model, word, reference=args.reference, kernel=args.kernel,
-                     device=args.device, weights=args.weights)
+    worst = api.worst_case_steps(model, len(word))
+    with _running(f"running {model.interface.program}: up to "
+                  f"{min(worst, args.max_steps):,} steps", worst > 20_000 and not args.json):
+        report = api.run(model, word, reference=args.reference, kernel=args.kernel,
+                         device=args.device, weights=args.weights, max_steps=args.max_steps)
     if report.get("certified") is False:
         err.print(f"warning: outside the learned model's certificate: "
                   f"{report['certified_reason']}", markup=False, highlight=False)
@@ -230,7 +265,8 @@ def cmd_verify(args: argparse.Namespace) -> int:
             raise UsageError("--input-file gives the inputs to check: leave out --max-len "
                              "and --samples, which choose them")
         inputs = _read_text(args.input_file, "--input-file").splitlines()
-    compilation = api.compile_file(args.file, name=args.name, placement=args.program_in)
+    compilation = api.compile_file(args.file, name=args.name, placement=args.program_in,
+                                   max_memory=args.max_memory)
     _warnings(compilation)
     if compilation.model.interface.kind == "memory" and args.max_len is not None:
         raise UsageError("--max-len bounds words; a memory's verify checks every key (and "
@@ -238,7 +274,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
     with progress_bar(not args.json) as progress:
         report = api.verify(compilation, max_len=8 if args.max_len is None else args.max_len,
                             samples=args.samples or 20_000, seed=args.seed,
-                            progress=progress, inputs=inputs)
+                            progress=progress, inputs=inputs, max_steps=args.max_steps)
     if args.json:
         _print_json(report.to_json())
     else:
@@ -260,7 +296,9 @@ def _source_model(args: argparse.Namespace) -> CompiledModel | None:
 def cmd_trace(args: argparse.Namespace) -> int:
     from lat.learner.traces import record_traces, sample_words, save_traces
 
-    model = api.load_model(args.file, name=args.name, placement=args.program_in)
+    model = api.load_model(args.file, name=args.name, placement=args.program_in,
+                           max_memory=args.max_memory)
+    api.check_steps(model, args.max_len, args.max_steps)
     words = sample_words(model.interface, args.samples, args.max_len,
                          np.random.default_rng(args.seed))
     traces = record_traces(model, words)
@@ -366,7 +404,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
             raise InputError(f"--dot draws automata only; '{declaration.name}' is not one")
         sys.stdout.write(to_dot(declaration))
         return 0
-    model = api.load_model(path, name=args.name)
+    model = api.load_model(path, name=args.name, max_memory=args.max_memory)
     summary = {**model_summary(model), "interface": json.loads(model.interface.to_json())}
     if args.plot:
         plot_weights(model, args.plot)
@@ -455,6 +493,10 @@ def cmd_decompile(args: argparse.Namespace) -> int:
 def cmd_experiment(args: argparse.Namespace) -> int:
     from lat.experiments import run_experiment
 
+    if args.name == "report":
+        return _experiment_report(args)
+    if args.folder is not None or args.check is not None:
+        raise UsageError("a folder and --check go with `lat experiment report DIR` only")
     names = sorted(EXPERIMENT_NAMES) if args.name == "all" else [args.name]
     results = {}
     for name in names:
@@ -466,6 +508,38 @@ def cmd_experiment(args: argparse.Namespace) -> int:
                       f"{Path(args.out) / (name + '.json')}", markup=False)
     if args.json:
         _print_json(results[names[0]] if len(names) == 1 else results)
+    return 0
+
+
+def _experiment_report(args: argparse.Namespace) -> int:
+    """Print the README's Results section from DIR's JSON, or --check it (exit 1 on any
+    difference, the diff on stdout)."""
+    from lat.experiments.report import MissingResults, differences, render, section
+
+    if args.folder is None:
+        raise UsageError("lat experiment report needs the folder of JSON files: "
+                         "lat experiment report DIR [--check README.md]")
+    if args.quick or args.json:
+        raise UsageError("--quick and --json do not apply to `lat experiment report`")
+    try:
+        text = render(args.folder)
+    except MissingResults as error:
+        raise UsageError(str(error)) from None
+    if args.check is None:
+        sys.stdout.write(text)
+        return 0
+    try:
+        readme = Path(args.check).read_text(encoding="utf-8")
+    except OSError as error:
+        raise UsageError(f"cannot read {args.check}: {error.strerror}") from None
+    diff = differences(text, section(readme))
+    if diff:
+        sys.stdout.write("\n".join(diff) + "\n")
+        err.print(Text(f"lat: {args.check}'s Results section differs from the JSON in "
+                       f"{args.folder} ({len(diff)} diff lines); regenerate it with "
+                       f"`lat experiment report {args.folder}`"))
+        return 1
+    _say(f"{args.check}: the Results section agrees with {args.folder}")
     return 0
 
 
@@ -517,11 +591,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
               f"{check.mismatches} mismatches, min margin {check.min_margin:.3g}")
     out.rule("5. relearned from its own traces (least squares + SVD)")
     with progress_bar(True) as progress:
-        result = learn(model, samples=300, max_len=24, seed=0, progress=progress)
+        result = learn(model, max_len=24, seed=0, progress=progress)
     _print_learn(result.to_json(), None)
     verdict = "[green]equivalent[/]" if result.equivalent else "[red]NOT equivalent[/]"
-    out.print(f"verdict: learned model is {verdict} to the compiled one "
-              f"on {result.checked} inputs; {time.perf_counter() - started:.1f}s in all")
+    how = result.equivalence.statement if result.equivalence else ""
+    out.print(f"verdict: learned model is {verdict} to the compiled one: ", end="")
+    out.print(Text(f"{how}; {time.perf_counter() - started:.1f}s in all"))
     return 0 if (result.equivalent and check.ok) else 1
 
 
@@ -541,8 +616,17 @@ def build_parser() -> argparse.ArgumentParser:
         p.set_defaults(handler=handler)
         return p
 
+    def limits(p: argparse.ArgumentParser, steps: bool = True) -> None:
+        p.add_argument("--max-memory", type=_size, default=DEFAULT_MAX_MEMORY, metavar="SIZE",
+                       help="refuse a compile estimated to need more (default 2G; e.g. 512M, "
+                       "64G)")
+        if steps:
+            p.add_argument("--max-steps", type=_positive, default=api.DEFAULT_MAX_STEPS,
+                           metavar="N", help="most steps one run may take (default 100,000)")
+
     p = command("check", cmd_check, "parse and check a .lat file")
     p.add_argument("file")
+    limits(p, steps=False)
     p.add_argument("--json", action="store_true")
 
     p = command("compile", cmd_compile, "compile a declaration to an MHLA artifact")
@@ -555,6 +639,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="memory keys as one-hot or random unit vectors")
     p.add_argument("--dim", type=_positive, help="dimension of random key embeddings")
     p.add_argument("--seed", type=int, help="seed of random key embeddings (default 0)")
+    limits(p, steps=False)
     p.add_argument("--json", action="store_true")
 
     p = command("run", cmd_run, "execute a program or artifact on one input")
@@ -576,6 +661,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     p.add_argument("--weights", choices=("fp32", "bf16", "fp16"), default="fp32",
                    help="weight format (the state is fp32 always)")
+    limits(p)
     p.add_argument("--json", action="store_true")
 
     p = command("verify", cmd_verify, "compare the compiled model with the interpreter")
@@ -589,6 +675,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--input-file", metavar="FILE",
                    help="check these inputs instead, one per line ('-': standard input)")
+    limits(p)
     p.add_argument("--json", action="store_true")
 
     p = command("trace", cmd_trace, "record rollouts as (context, output) pairs")
@@ -599,6 +686,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-len", type=_non_negative, default=64)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("-o", "--output", required=True)
+    limits(p)
     p.add_argument("--json", action="store_true")
 
     p = command("learn", cmd_learn, "relearn weights from traces by least squares")
@@ -644,6 +732,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--name")
     p.add_argument("--dot", action="store_true", help="print the state graph as DOT")
     p.add_argument("--plot", metavar="PNG", help="heatmaps of V_h and Q_h")
+    limits(p, steps=False)
     p.add_argument("--json", action="store_true")
 
     p = command("decompile", cmd_decompile,
@@ -663,7 +752,12 @@ def build_parser() -> argparse.ArgumentParser:
     command("demo", cmd_demo, "compile, run, verify and relearn a shipped program")
 
     p = command("experiment", cmd_experiment, "reproduce an experiment: JSON and PNG plots")
-    p.add_argument("name", choices=sorted(EXPERIMENT_NAMES) + ["all"])
+    p.add_argument("name", choices=sorted(EXPERIMENT_NAMES) + ["all", "report"],
+                   help="an experiment, all of them, or `report DIR` (the README's Results "
+                   "section from DIR's JSON files)")
+    p.add_argument("folder", nargs="?", help="with `report`: the folder of JSON files")
+    p.add_argument("--check", metavar="README",
+                   help="with `report`: exit 1 when README's Results section differs")
     p.add_argument("--quick", action="store_true", help="the small setting (all in < 5 min)")
     p.add_argument("--out", default="experiments", help="folder for the JSON and PNGs")
     p.add_argument("--json", action="store_true")
@@ -680,6 +774,15 @@ def _positive(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError("must be at least 1")
     return value
+
+
+def _size(text: str) -> int:
+    from lat.compiler.lower import parse_bytes
+
+    try:
+        return parse_bytes(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a size: {text!r} (e.g. 512M, 2G, 64G)") from None
 
 
 def _non_negative(text: str) -> int:
@@ -700,11 +803,15 @@ def main(argv: list[str] | None = None) -> int:
     except UsageError as error:
         err.print(Text(f"lat: error: {one_line(str(error))}"))
         return 2
-    except (InputError, ArtifactError, PrecisionError) as error:
+    except (InputError, ArtifactError, PrecisionError, ResourceError) as error:
         err.print(Text(f"lat: error: {one_line(str(error))}"))
         return 1
     except (ValueError, RuntimeError) as error:  # e.g. --device cuda on a CPU machine
         err.print(Text(f"lat: error: {one_line(str(error))}"))
+        return 1
+    except MemoryError:
+        err.print(Text("lat: error: out of memory; lower the program's sizes, or check the "
+                       "estimate with `lat check --json` and the --max-memory limit"))
         return 1
     except KeyboardInterrupt:
         err.print("lat: interrupted")

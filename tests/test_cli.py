@@ -149,7 +149,25 @@ def test_trace_then_learn_from_traces(tmp_path, capsys):
     assert code == 0
     code, out, _ = lat("learn", "--traces", str(traces), "--json", capsys=capsys)
     report = json.loads(out)
-    assert code == 0 and report["equivalent"] is True
+    # traces alone: nothing to be equivalent to; the recorded runs are reproduced
+    assert code == 0 and report["equivalent"] is None and report["reproduces_traces"] is True
+    assert report["certificate"]["scope"] == "recorded"
+    code, out, _ = lat("learn", "--traces", str(traces), "--program",
+                       str(PROGRAMS / "parity.lat"), "--json", capsys=capsys)
+    report = json.loads(out)
+    assert report["certificate"]["scope"] == "exact" and report["equivalent"] is True
+    code, _, err = lat("learn", "--traces", str(traces), "--max-len", "64", capsys=capsys)
+    assert code == 1 and "at most 12 symbols" in err
+
+
+def test_require_proven_fails_without_a_proof(tmp_path, capsys):
+    program = str(PROGRAMS / "div3.lat")
+    code, out, _ = lat("learn", program, "--require", "proven", "--json", capsys=capsys)
+    assert code == 0 and json.loads(out)["equivalence"]["method"] == "proven"
+    code, out, err = lat("learn", program, "--no-exact", "--samples", "100", "--max-len",
+                         "8", "--require", "proven", "--json", capsys=capsys)
+    assert code == 1 and "--require proven" in err
+    assert json.loads(out)["certificate"]["scope"] == "sampled"
 
 
 def test_console_entry_point_has_no_traceback(tmp_path):
