@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import time
 from collections.abc import Callable, Sequence
@@ -10,15 +11,16 @@ from pathlib import Path
 
 import numpy as np
 
-from lat.compiler import Compilation, bind_default_program, compile_source
+from lat.compiler import Compilation, bind_default_program, compile_source, guard_size
 from lat.compiler.bind import bind_program
 from lat.compiler.check import check_program
 from lat.compiler.interpret import machine_output
 from lat.compiler.interpret import run as interpret
 from lat.compiler.ir import CheckedAutomaton, CheckedMachine, CheckedMemory, CheckedProgram
+from lat.compiler.lower import DEFAULT_MAX_MEMORY
 from lat.compiler.lower.memory import Embedding
 from lat.compiler.parse import parse_program
-from lat.runtime.errors import ArtifactError, InputError
+from lat.runtime.errors import ArtifactError, InputError, ResourceError
 from lat.runtime.execute import RunResult, rollout
 from lat.runtime.interface import Interface
 from lat.runtime.model import CompiledModel
@@ -68,9 +70,16 @@ def is_artifact(path: str | Path) -> bool:
     return 2 <= length <= size - 8 and start[8:9] == b"{"
 
 
-def check_file(path: str | Path) -> CheckedProgram:
-    """Parse and check a `.lat` file (errors are LatError with FILE:LINE:COL)."""
-    return check_program(parse_program(read_source(path), str(path)))
+def check_file(path: str | Path, max_memory: int | None = DEFAULT_MAX_MEMORY) -> CheckedProgram:
+    """Parse and check a `.lat` file (errors are LatError with FILE:LINE:COL).
+
+    Each declaration's compile size (weights placement) is estimated, and one above
+    `max_memory` bytes is refused the way `compile` would refuse it (None: no limit).
+    """
+    checked = check_program(parse_program(read_source(path), str(path)))
+    for declaration in checked.declarations:
+        guard_size(declaration, "weights", str(path), max_memory)
+    return checked
 
 
 def compile_file(
@@ -80,10 +89,11 @@ def compile_file(
     placement: str = "weights",
     minimise: bool = False,
     embedding: Embedding | None = None,
+    max_memory: int | None = DEFAULT_MAX_MEMORY,
 ) -> Compilation:
     """Read, check and compile one declaration of a `.lat` file."""
     return compile_source(read_source(path), str(path), name=name, placement=placement,
-                          minimise=minimise, embedding=embedding)
+                          minimise=minimise, embedding=embedding, max_memory=max_memory)
 
 
 def shipped_program(filename: str) -> str:
@@ -104,6 +114,7 @@ def load_model(
     placement: str | None = "weights",
     program: str | Path | None = None,
     program_name: str | None = None,
+    max_memory: int | None = DEFAULT_MAX_MEMORY,
 ) -> CompiledModel:
     """An artifact (recognised by its safetensors header, whatever the file is called) is
     loaded; anything else is read as a `.lat` program and compiled on the fly.
@@ -124,7 +135,8 @@ def load_model(
                              "an artifact, compiled already")
         model = CompiledModel.load(path)
     else:
-        model = compile_file(path, name=name, placement=placement or "weights").model
+        model = compile_file(path, name=name, placement=placement or "weights",
+                             max_memory=max_memory).model
     if program_name is not None and program is None:
         raise InputError("--program-name chooses a declaration of --program: give --program")
     if program is not None:
@@ -201,6 +213,46 @@ def machine_outcome(interface: Interface, result: RunResult) -> dict[str, object
             "final_state": state, "steps": steps}
 
 
+#: The default of `--max-steps`: the most transitions (automata: input symbols) one run may
+#: take — about a minute at the ~0.5 ms a machine step costs on a CPU core.
+DEFAULT_MAX_STEPS = 100_000
+
+
+def worst_case_steps(model: CompiledModel, longest_input: int) -> int:
+    """The most steps a run can take: a machine's step bound, one lookup for a memory, one
+    step per input symbol for an automaton."""
+    interface = model.interface
+    if interface.kind == "machine" and "steps" in interface.extra:
+        return int(interface.extra["steps"])
+    if interface.kind == "memory":
+        return 1
+    return longest_input
+
+
+def check_steps(model: CompiledModel, longest_input: int, max_steps: int | None) -> int:
+    """The worst case, or ResourceError (one line naming it and the flag) above the limit."""
+    worst = worst_case_steps(model, longest_input)
+    if max_steps is not None and worst > max_steps:
+        why = ("its bound: steps" if model.interface.kind == "machine"
+               else "one per input symbol:")
+        raise ResourceError(
+            f"program '{model.interface.program}' may take up to {worst:,} steps ({why} "
+            f"{worst:,}), above --max-steps {max_steps:,}; raise --max-steps to allow it "
+            f"(at ~0.5 ms a step, about {worst * 5e-4 / 60:,.0f} min)")
+    return worst
+
+
+def _capped(model: CompiledModel, max_steps: int) -> CompiledModel:
+    """`model` whose runs stop after `max_steps` machine steps (never later than its own
+    bound); `run` reports a run stopped by the cap as an error, never as an answer."""
+    interface = model.interface
+    bound = int(interface.extra["steps"])
+    per_step = int(interface.extra.get("tokens_per_step", 1))
+    tokens = int(interface.max_steps) - per_step * (bound - max_steps)
+    return dataclasses.replace(model, interface=dataclasses.replace(interface,
+                                                                    max_steps=tokens))
+
+
 def run(
     model: CompiledModel,
     word: str | Sequence[str],
@@ -209,12 +261,29 @@ def run(
     kernel: str = "auto",
     device: str = "auto",
     weights: str = "fp32",
+    max_steps: int | None = DEFAULT_MAX_STEPS,
 ) -> dict[str, object]:
-    """Execute one input and return the `lat run --json` object."""
+    """Execute one input and return the `lat run --json` object.
+
+    A run takes at most `max_steps` steps (None: no limit). An automaton's input longer than
+    that is refused before running; a machine whose bound is above it runs up to the limit
+    and, unless it has stopped by then, ends in ResourceError rather than in an answer.
+    """
     symbols = word_of(model, word)
-    result = rollout(model, [symbols], reference=reference, kernel=kernel, device=device,
+    worst = worst_case_steps(model, len(symbols))
+    limited = model
+    if max_steps is not None and worst > max_steps:
+        if model.interface.kind != "machine" or model.interface.max_steps is None:
+            check_steps(model, len(symbols), max_steps)
+        limited = _capped(model, max_steps)
+    result = rollout(limited, [symbols], reference=reference, kernel=kernel, device=device,
                      weights=weights)[0]
     report = run_report(model, result)
+    if limited is not model and report["status"] == "step_limit":
+        raise ResourceError(
+            f"program '{model.interface.program}' took --max-steps {max_steps:,} steps "
+            f"without stopping (its own bound: steps {worst:,}); no answer: raise "
+            "--max-steps to run it further")
     certified = certification(model, symbols)
     if certified is not None:
         report["certified"], report["certified_reason"] = certified
@@ -342,11 +411,13 @@ def verify(
     progress: Progress | None = None,
     chunk: int = 2_000,
     inputs: Sequence[str] | None = None,
+    max_steps: int | None = DEFAULT_MAX_STEPS,
 ) -> VerifyReport:
     """Run the compiled model and the interpreter on the domain and count disagreements.
 
     `inputs` (command-line strings) replaces the domain; the report's `max_len` is the
     longest length actually in scope (a machine's tape caps it; a memory's input is one key).
+    A domain whose runs may take more than `max_steps` steps is refused before any run.
     """
     started = time.perf_counter()
     model, declaration = compilation.model, compilation.declaration
@@ -354,8 +425,10 @@ def verify(
         words = [word_of(model, text) for text in inputs]
         domain, longest = "given", max((len(word) for word in words), default=0)
     else:
-        words, domain = verify_domain(declaration, max_len, samples, seed)
         longest = effective_max_len(declaration, max_len)
+        check_steps(model, longest, max_steps)
+        words, domain = verify_domain(declaration, max_len, samples, seed)
+    check_steps(model, longest, max_steps)
     report = VerifyReport(model.interface.program, 0, 0, float("inf"), domain, longest)
     for start in range(0, len(words), chunk):
         batch = words[start : start + chunk]

@@ -390,3 +390,66 @@ def test_a_context_executor_without_a_remembered_program_asks_for_one(tmp_path, 
     code, out, _ = lat("run", str(executor_path), "--program", str(other), "--input", "aba",
                        "--json", capsys=capsys)
     assert code == 0 and json.loads(out)["final_state"] == "ja"
+
+
+# -- resource guards (issue 14, R4/R5) -------------------------------------------------------
+
+HUGE_MACHINE = """machine big {
+  tape: a, _
+  blank: _
+  states: q, h
+  start: q
+  halt: h
+  bound: steps 1000000000, tape TAPE
+  q a -> a R q
+  q _ -> a S h
+}
+"""
+
+
+def test_sizes_are_estimated_and_refused_before_allocating(tmp_path, capsys):
+    path = tmp_path / "big.lat"
+    path.write_text(HUGE_MACHINE.replace("TAPE", "1000000000000"))
+    for argv in (("check", str(path)), ("compile", str(path), "-o", str(tmp_path / "b.st")),
+                 ("run", str(path), "--input", "a"), ("verify", str(path))):
+        started = time.perf_counter()
+        code, _, err = lat(*argv, capsys=capsys)
+        assert code == 2 and err.startswith(f"{path}:7:3: error: machine 'big'"), err
+        assert "--max-memory" in err and "PiB" in err and "Traceback" not in err
+        assert time.perf_counter() - started < 5
+    memory = tmp_path / "memo.lat"
+    memory.write_text("memory memo {\n" + "".join(f"  k{i} -> v{i % 7}\n"
+                                                  for i in range(50_000)) + "}\n")
+    code, _, err = lat("check", str(memory), capsys=capsys)
+    assert code == 2 and "GiB" in err and "--max-memory" in err
+    code, out, _ = lat("check", str(memory), "--max-memory", "1T", "--json", capsys=capsys)
+    assert code == 0 and json.loads(out)["declarations"][0]["estimate"]["d"] == 50_000
+
+
+def test_estimates_equal_the_compiled_sizes():
+    from lat.compiler import compile_source
+    from lat.compiler.lower import estimate
+
+    for path in sorted(PROGRAMS.glob("*.lat")):
+        for placement in ("weights", "context"):
+            compilation = compile_source(path.read_text(), str(path), placement=placement)
+            model, sizes = compilation.artifact, estimate(compilation.declaration, placement)
+            assert (sizes.heads, sizes.d, sizes.d_out) == (model.heads, model.d, model.d_out)
+            assert sizes.weight_bytes == model.V.numel() * 4 + model.Q.numel() * 4
+
+
+def test_steps_are_bounded_by_max_steps(tmp_path, capsys):
+    path = tmp_path / "big.lat"
+    path.write_text(HUGE_MACHINE.replace("TAPE", "8"))
+    code, out, _ = lat("run", str(path), "--input", "aa", "--json", capsys=capsys)
+    assert code == 0 and json.loads(out)["status"] == "halted"  # stops long before its bound
+    code, _, err = lat("run", str(path), "--input", "aa", "--max-steps", "2", capsys=capsys)
+    assert code == 1 and "--max-steps 2" in err and "no answer" in err
+    code, _, err = lat("verify", str(path), capsys=capsys)
+    assert code == 1 and "1,000,000,000 steps" in err and "--max-steps" in err
+    code, _, err = lat("run", str(PROGRAMS / "parity.lat"), "--input", "1" * 50,
+                       "--max-steps", "10", capsys=capsys)
+    assert code == 1 and "up to 50 steps" in err
+    code, _, err = lat("trace", str(PROGRAMS / "parity.lat"), "--max-len", "10000000", "-o",
+                       str(tmp_path / "t.safetensors"), capsys=capsys)
+    assert code == 1 and "--max-steps" in err

@@ -12,7 +12,7 @@ from lat.compiler.bind import bind_program
 from lat.compiler.check import check_program
 from lat.compiler.errors import Diagnostic, LatError
 from lat.compiler.ir import CheckedAutomaton, CheckedMachine, CheckedMemory
-from lat.compiler.lower import Lowered
+from lat.compiler.lower import DEFAULT_MAX_MEMORY, Estimate, Lowered, estimate, format_bytes
 from lat.compiler.lower.memory import Embedding
 from lat.compiler.parse import parse_program
 from lat.runtime.model import CompiledModel
@@ -43,12 +43,15 @@ def compile_source(
     placement: str = "weights",
     minimise: bool = False,
     embedding: Embedding | None = None,
+    max_memory: int | None = DEFAULT_MAX_MEMORY,
 ) -> Compilation:
     """Compile one declaration of a `.lat` source to an MHLA artifact.
 
     With placement "context" the artifact is the universal executor for the program's sizes
     and the returned model is already bound to the program (`bind_program`); the saved
     artifact is the unbound executor, which runs any program of those sizes.
+    Before anything is allocated the sizes are estimated, and a compile needing more than
+    `max_memory` bytes (None: no limit) is refused at the declaration (`guard_size`).
     """
     program = parse_program(text, filename)
     checked = check_program(program)
@@ -61,6 +64,8 @@ def compile_source(
                                   f"--embedding {embedding.kind} applies to memories only",
                                   f"'{declaration.name}' is {_a(_kind(declaration))}: "
                                   "leave out --embedding, --dim and --seed"))
+    guard_size(declaration, placement, filename, max_memory,
+               embedding.dim if embedding is not None and embedding.kind == "random" else None)
     lowered = lower(declaration, placement, filename, embedding)
     model = assemble(lowered, declaration, placement, text)
     if placement == "context":  # the executor remembers its program: the default prompt
@@ -71,6 +76,23 @@ def compile_source(
         model = bind_program(executor, declaration)
     return Compilation(model=model, declaration=declaration, warnings=checked.warnings,
                        executor=executor)
+
+
+def guard_size(declaration: Checked, placement: str, filename: str, max_memory: int | None,
+               dim: int | None = None) -> Estimate:
+    """The declaration's size estimate, or a LatError (at its bound or its name) when
+    building it would need more than `max_memory` bytes."""
+    sizes = estimate(declaration, placement, dim)
+    if max_memory is not None and sizes.peak_bytes > max_memory:
+        source = declaration.source
+        pos = source.bound.pos if isinstance(declaration, CheckedMachine) else source.pos
+        raise LatError(Diagnostic(
+            filename, pos,
+            f"{_kind(declaration)} '{declaration.name}' ({placement} placement) needs "
+            f"{sizes.describe()}, above the --max-memory limit of {format_bytes(max_memory)}",
+            "make the program smaller, or raise --max-memory (e.g. --max-memory 64G) on a "
+            "machine that has the memory"))
+    return sizes
 
 
 def bind_default_program(model: CompiledModel) -> CompiledModel:

@@ -11,3 +11,7 @@ class ArtifactError(ValueError):
 
 class PrecisionError(RuntimeError):
     """The decode margin does not survive the chosen number format."""
+
+
+class ResourceError(ValueError):
+    """A run or a compile that would exceed a resource limit (--max-steps, --max-memory)."""

@@ -22,3 +22,86 @@ class Lowered:
     interface: Interface
     decode_margin: float
     margin_note: str
+
+
+#: The default of `--max-memory`: a compile whose estimated peak is above it is refused.
+DEFAULT_MAX_MEMORY = 2 * 1024**3
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """What lowering a declaration will allocate, computed from its sizes alone (no arrays).
+
+    `weight_bytes` is V and Q in fp32; `peak_bytes` adds the lowering's working set (a
+    memory's margin check builds K×K float64 Gram matrices) and the copies a save makes.
+    `worst_case_steps` is the longest run: a machine's step bound, one lookup for a memory,
+    None for an automaton (one step per input symbol).
+    """
+
+    heads: int
+    d: int
+    d_out: int
+    weight_bytes: int
+    peak_bytes: int
+    worst_case_steps: int | None
+
+    def describe(self) -> str:
+        return (f"H={self.heads}, d={self.d:,}, d_out={self.d_out:,}: "
+                f"{format_bytes(self.weight_bytes)} of weights, about "
+                f"{format_bytes(self.peak_bytes)} to build")
+
+    def to_json(self) -> dict[str, object]:
+        return {"heads": self.heads, "d": self.d, "d_out": self.d_out,
+                "weight_bytes": self.weight_bytes, "peak_bytes": self.peak_bytes,
+                "worst_case_steps": self.worst_case_steps}
+
+
+def estimate(declaration: object, placement: str = "weights", dim: int | None = None) -> Estimate:
+    """The sizes `lower` would produce for `declaration` (tested equal on every kind)."""
+    from lat.compiler.ir import CheckedAutomaton, CheckedMachine, CheckedMemory
+
+    working = 0
+    if isinstance(declaration, CheckedAutomaton):
+        q, s, steps = len(declaration.states), len(declaration.alphabet), None
+        heads, d_out = 1, q + 2
+        d = 1 + q * s + (d_out if placement == "context" else 0)
+    elif isinstance(declaration, CheckedMachine):
+        q, s, c = len(declaration.states), len(declaration.tape), declaration.tape_cells
+        steps = declaration.max_steps
+        if placement == "context":
+            heads, d, d_out = 5, 5 * c + c * s + 2 * q + q * s + s + 5, q + 2 * s + c + 8
+        else:
+            heads, d, d_out = q + 1, 1 + c + c * s + q * c, q + 2 * s + 2 * c + 3
+    elif isinstance(declaration, CheckedMemory):
+        keys = len(declaration.keys) + (declaration.default is not None)
+        values, steps = len(declaration.values), 1
+        width = dim or keys
+        heads, d_out = 1, values
+        d = width + (values if placement == "context" else 0)
+        working = 8 * keys * width + 16 * keys * keys + 8 * values * keys
+    else:
+        raise TypeError(f"not a checked declaration: {type(declaration).__name__}")
+    weights = 4 * heads * (d_out * d + d * d)
+    return Estimate(heads, d, d_out, weights, 3 * weights + working, steps)
+
+
+def format_bytes(count: float) -> str:
+    """1536 → '1.5 KiB'; binary units, three significant figures."""
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB", "PiB"):
+        if abs(count) < 1024 or unit == "PiB":
+            return f"{count:.0f} {unit}" if unit == "B" else f"{count:.3g} {unit}"
+        count /= 1024
+    return f"{count:.3g} EiB"  # pragma: no cover - the loop returns
+
+
+def parse_bytes(text: str) -> int:
+    """'2G', '512M', '1.5GiB', '1000000' → bytes (K, M, G, T are powers of 1024)."""
+    cleaned = text.strip().upper().removesuffix("IB").removesuffix("B")
+    factor = 1
+    if cleaned and cleaned[-1] in "KMGT":
+        factor = 1024 ** ("KMGT".index(cleaned[-1]) + 1)
+        cleaned = cleaned[:-1]
+    value = float(cleaned)  # ValueError for anything else
+    if not value > 0 or value * factor > 2**62:
+        raise ValueError(f"not a usable size: {text!r}")
+    return int(value * factor)
