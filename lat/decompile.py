@@ -67,6 +67,7 @@ from lat.compiler.ir import (
 )
 from lat.compiler.parse import RESERVED_WORDS, parse_program
 from lat.compiler.printer import format_program, format_symbol, is_plain_name
+from lat.runtime.device import single_thread
 from lat.runtime.errors import InputError
 from lat.runtime.execute import resolution, rollout
 from lat.runtime.interface import Interface
@@ -75,7 +76,7 @@ from lat.runtime.model import CompiledModel
 __all__ = ["Decompilation", "decompile"]
 
 MAX_EXAMPLES = 3  # example prefixes kept per value seen at an entry
-FLOATS_PER_CALL = 1 << 24  # recorded token floats per rollout call (memory bound)
+FLOATS_PER_CALL = 1 << 22  # recorded token floats per rollout call (memory bound)
 MAX_ROUNDS = 64  # exploration rounds (a consistent model needs one or two)
 MOVES = ("L", "S", "R")
 
@@ -164,8 +165,13 @@ class _Entry:
     def add(self, value: object, margin: float, resolved: bool, example: dict) -> None:
         slot = self.values.setdefault(value, [0, []])
         slot[0] += 1
-        if len(slot[1]) < MAX_EXAMPLES and example not in slot[1]:
-            slot[1].append(example)
+        examples = slot[1]  # the shortest inputs seen, shortest first
+        size = len(example.get("input", ()))
+        if example not in examples and (len(examples) < MAX_EXAMPLES
+                                        or size < len(examples[-1].get("input", ()))):
+            examples.append(example)
+            examples.sort(key=lambda e: len(e.get("input", ())))
+            del examples[MAX_EXAMPLES:]
         self.min_margin = min(self.min_margin, margin)
         self.unresolved += not resolved
 
@@ -504,10 +510,11 @@ def _length_bound(model: CompiledModel, book: _Book, report: Decompilation) -> N
     n_u the output for current token z is Σ_u n_u·w_u(z), w_u(z) = Σ_h V_h[:, u]·Q_h[u, z].
     For the value v read and any rival v' of one output field, with D_u = w_u[v] − w_u[v']:
     margin ≥ D_bos + D_z + (t−1)·min(0, min_u D_u) at the t-th symbol (n_bos = 1, n_z ≥ 1,
-    t tokens besides bos), and |y| ≤ |w_bos| + t·max_u |w_u|; the bound is the largest t
-    at which that margin still clears fp32's resolution (64 ulps), for every entry, field
-    and rival. Every token of the vocabulary is allowed to occur — a superset of what a
-    run can produce — so the bound is sound for any word (by induction over positions).
+    t tokens besides bos), and |y| ≤ |w_bos| + t·max_u |w_u|. Taken over all rivals at once
+    (the smallest D_bos + D_z, the most negative D_u), the bound is the largest t at which
+    that margin still clears fp32's resolution (64 ulps), for every entry and field. Every
+    token of the vocabulary is allowed to occur — a superset of what a run can produce — so
+    the bound is sound for any word (by induction over positions).
     """
     interface = model.interface
     names = [f.name for f in interface.token_fields]
@@ -520,38 +527,47 @@ def _length_bound(model: CompiledModel, book: _Book, report: Decompilation) -> N
     V = model.V.to(torch.float32).to(torch.float64)  # the weights as fp32 runs them
     Q = model.Q.to(torch.float32).to(torch.float64)
     c = 64 * float(torch.finfo(torch.float32).eps)
-    slices = interface.output_slices()
     keys = [k for k in book.entries if k[0] != "accept"]
+    values = [next(iter(book.entries[k].values)) for k in keys]
     columns = [0 if k == ("bos",) else offset + pairs.index(k) for k in keys]
     bounds: dict[tuple, float] = {}
-    for start in range(0, len(keys), 64):
-        chunk = columns[start:start + 64]
-        W = torch.einsum("hou,huz->zou", V, Q[:, :, chunk])  # (z, d_out, d): w_u(z)
-        for key, z, w in zip(keys[start:start + 64], chunk, W, strict=True):
-            value = next(iter(book.entries[key].values))
-            best = math.inf
-            for (output, first), picked in zip(slices, value, strict=True):
-                block = w[first:first + output.width]
-                v = output.values.index(picked)
-                D = block[v][None, :] - torch.cat([block[:v], block[v + 1:]])
-                if D.shape[0] == 0:
+    step = max(1, (1 << 21) // max(1, model.d * model.d_out))
+    with single_thread(True):
+        for start in range(0, len(keys), step):
+            z = torch.tensor(columns[start:start + step])
+            rows = torch.arange(len(z))
+            W = torch.einsum("hou,huz->zou", V, Q[:, :, z])  # (Z, d_out, d): w_u(z)
+            size = torch.maximum(W[:, :, 0].amax(dim=1), -W[:, :, 0].amin(dim=1))  # |w_bos|
+            grow = torch.maximum(W.amax(dim=(1, 2)), -W.amin(dim=(1, 2)))  # ≥ max_u |w_u|
+            best = torch.full((len(z),), math.inf, dtype=torch.float64)
+            for j, (output, first) in enumerate(interface.output_slices()):
+                if output.width < 2:
                     continue
-                size = float(w[:, 0].abs().max())
-                if z == 0:  # bos: position 0 only, y = w_bos
-                    ok = float(D[:, 0].min()) > c * max(1.0, size)
-                    best = min(best, math.inf if ok else 0.0)
-                    continue
-                base = D[:, 0] + D[:, z]
-                neg = torch.clamp(D[:, 1:].min(dim=1).values, max=0.0)
-                grow = float(w[:, 1:].abs().max())
-                top = base - neg - c * (1.0 + size)
-                rate = c * grow - neg
-                for numerator, denominator in zip(top.tolist(), rate.tolist(), strict=True):
-                    if numerator <= 0:
-                        best = 0.0
-                    elif denominator > 0:
-                        best = min(best, math.ceil(numerator / denominator) - 1)
-            bounds[key] = best
+                block = W[:, first:first + output.width, :]  # (Z, k, d)
+                v = torch.tensor([output.values.index(value[j])
+                                  for value in values[start:start + step]])
+                top = block[rows, v]  # (Z, d): w_u[v]
+                # every rival at once: its margin at the t-th symbol is at least
+                # min_v' (D_bos + D_z) − (t−1)·max(0, −min_u min_v' D_u)
+                two, which = block.topk(2, dim=1)  # (Z, 2, d)
+                rival = torch.where(which[:, 0] == v[:, None], two[:, 1], two[:, 0])
+                drift = (rival[:, 1:] - top[:, 1:]).amax(dim=1).clamp(min=0.0)
+                ends = torch.stack([torch.zeros_like(z), z], dim=1)  # bos and z columns
+                pair = block.gather(2, ends[:, None, :].expand(-1, output.width, 2)).sum(2)
+                pair[rows, v] = math.inf  # v is not its own rival
+                base = top.gather(1, ends).sum(1) - pair.amin(dim=1)
+                head = base + drift - c * (1.0 + size)
+                rate = c * grow + drift
+                t = torch.where(head <= 0, torch.zeros_like(head),
+                                torch.where(rate > 0, torch.ceil(head / rate) - 1,
+                                            torch.full_like(head, math.inf)))
+                # bos is read at position 0 only: y = w_bos, margin min_v' D_bos exactly
+                bos_margin = top[:, 0] - torch.where(which[:, 0, 0] == v, two[:, 1, 0],
+                                                     two[:, 0, 0])
+                first_only = torch.where(bos_margin > c * size.clamp(min=1.0), math.inf, 0.0)
+                best = torch.minimum(best, torch.where(z == 0, first_only, t))
+            for key, bound in zip(keys[start:start + step], best.tolist(), strict=True):
+                bounds[key] = bound
     proven = min(bounds.values(), default=math.inf)
     for row, key in zip(report.entries, book.entries, strict=False):
         if key in bounds:
