@@ -338,6 +338,10 @@ def _proof_lines(report: Decompilation) -> list[str]:
                 "length"]
     if report.proven_length is None:
         return []
+    if report.proven_length < 1:
+        return ["# V and Q alone prove no length: the per-token bound lets every token occur",
+                "#   any number of times, and this model's cross terms cancel only on the",
+                "#   token counts runs produce (the readings above are the evidence)"]
     return [f"# proven from V and Q: every entry decodes its value on every word of length "
             f"≤ {report.proven_length:,}"]
 
