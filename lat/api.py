@@ -11,75 +11,28 @@ from pathlib import Path
 
 import numpy as np
 
-from lat.compiler import Compilation, bind_default_program, compile_source, guard_size
+from lat.compiler import (  # read_source, check_file: re-exported, light (`lat check`)
+    Compilation,
+    bind_default_program,
+    check_file,
+    compile_source,
+    read_source,
+)
 from lat.compiler.bind import bind_program
-from lat.compiler.check import check_program
 from lat.compiler.interpret import machine_output
 from lat.compiler.interpret import run as interpret
-from lat.compiler.ir import CheckedAutomaton, CheckedMachine, CheckedMemory, CheckedProgram
+from lat.compiler.ir import CheckedAutomaton, CheckedMachine, CheckedMemory
 from lat.compiler.lower import DEFAULT_MAX_MEMORY
 from lat.compiler.lower.memory import Embedding
-from lat.compiler.parse import parse_program
-from lat.runtime.errors import ArtifactError, InputError, ResourceError
+from lat.runtime.errors import DEFAULT_MAX_STEPS, InputError, ResourceError
 from lat.runtime.execute import RunResult, rollout
 from lat.runtime.interface import Interface
 from lat.runtime.model import CompiledModel
+from lat.runtime.storage import is_artifact
 
 Checked = CheckedAutomaton | CheckedMemory | CheckedMachine
 
 Progress = Callable[[str, int, int], None]
-
-
-def read_source(path: str | Path) -> str:
-    """A program file's text; a missing or unreadable file is one line, not a traceback.
-
-    A leading UTF-8 byte order mark is dropped. An artifact given where a program is
-    wanted, or a file that is neither, is refused in one line naming both possibilities.
-    """
-    path = Path(path)
-    if path.is_dir():
-        raise ArtifactError(f"{path} is a directory, not a .lat program")
-    if is_artifact(path):
-        raise ArtifactError(f"{path} is a lat artifact (safetensors), not a .lat program: "
-                            "this command needs the program text")
-    try:
-        return path.read_bytes().decode("utf-8-sig")
-    except FileNotFoundError:
-        raise ArtifactError(f"{path}: no such file") from None
-    except UnicodeDecodeError as exc:
-        raise ArtifactError(f"{path}: neither a .lat program (not UTF-8 text: byte "
-                            f"{exc.start}) nor a lat artifact (no safetensors header)") from None
-    except OSError as exc:
-        raise ArtifactError(f"{path}: cannot read ({exc.strerror or exc})") from None
-
-
-def is_artifact(path: str | Path) -> bool:
-    """Whether `path` holds a safetensors file (an artifact or traces), judged by content:
-    an 8-byte little-endian header length that fits the file, then a JSON object. A `.lat`
-    program never looks like that (its first 8 bytes read as a length beyond any file)."""
-    try:
-        with open(path, "rb") as handle:
-            start = handle.read(9)
-            handle.seek(0, 2)
-            size = handle.tell()
-    except OSError:
-        return False
-    if len(start) < 9:
-        return False
-    length = int.from_bytes(start[:8], "little")
-    return 2 <= length <= size - 8 and start[8:9] == b"{"
-
-
-def check_file(path: str | Path, max_memory: int | None = DEFAULT_MAX_MEMORY) -> CheckedProgram:
-    """Parse and check a `.lat` file (errors are LatError with FILE:LINE:COL).
-
-    Each declaration's compile size (weights placement) is estimated, and one above
-    `max_memory` bytes is refused the way `compile` would refuse it (None: no limit).
-    """
-    checked = check_program(parse_program(read_source(path), str(path)))
-    for declaration in checked.declarations:
-        guard_size(declaration, "weights", str(path), max_memory)
-    return checked
 
 
 def compile_file(
@@ -211,11 +164,6 @@ def machine_outcome(interface: Interface, result: RunResult) -> dict[str, object
     one_char = all(len(s) == 1 for s in interface.extra["tape"])
     return {"output": machine_output(tape, blank, one_char), "status": status,
             "final_state": state, "steps": steps}
-
-
-#: The default of `--max-steps`: the most transitions (automata: input symbols) one run may
-#: take — about a minute at the ~0.5 ms a machine step costs on a CPU core.
-DEFAULT_MAX_STEPS = 100_000
 
 
 def worst_case_steps(model: CompiledModel, longest_input: int) -> int:

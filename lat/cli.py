@@ -8,6 +8,7 @@ usage error.
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import sys
 import threading
@@ -15,25 +16,44 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from types import ModuleType
+from typing import TYPE_CHECKING
 
-import numpy as np
 from rich.console import Console
 from rich.syntax import Syntax
 from rich.table import Table
 from rich.text import Text
 
-from lat import api
 from lat.compiler.errors import LatError, one_line
-from lat.compiler.graph import to_dot
 from lat.compiler.ir import CheckedAutomaton
 from lat.compiler.lower import DEFAULT_MAX_MEMORY
-from lat.compiler.lower.memory import Embedding
-from lat.experiments import EXPERIMENTS as EXPERIMENT_FUNCTIONS
 from lat.progress import progress_bar
-from lat.runtime.errors import ArtifactError, InputError, PrecisionError, ResourceError
-from lat.runtime.forms import KERNELS
-from lat.runtime.model import CompiledModel
+from lat.runtime.errors import (
+    DEFAULT_MAX_STEPS,
+    ArtifactError,
+    InputError,
+    PrecisionError,
+    ResourceError,
+)
 from lat.runtime.storage import check_output_path
+
+if TYPE_CHECKING:
+    from lat.runtime.model import CompiledModel
+
+
+class _Lazy(ModuleType):
+    """A module imported on first attribute use: `lat check` and `lat --help` never load
+    torch or numpy (measured with `python -X importtime`, see the README)."""
+
+    def __init__(self, name: str):
+        super().__init__(name)
+
+    def __getattr__(self, attribute: str) -> object:
+        return getattr(importlib.import_module(self.__name__), attribute)
+
+
+api = _Lazy("lat.api")
+np = _Lazy("numpy")
 
 # User text (inputs, symbols, values, names, paths) is never read as rich markup or emoji
 # codes: every line that holds some is a `Text` (or `markup=False`), see `_say`.
@@ -97,9 +117,10 @@ def _summary_table(summary: dict[str, object], title: str) -> Table:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
+    from lat.compiler import check_file  # not lat.api: `lat check` stays free of torch
     from lat.compiler.lower import estimate
 
-    checked = api.check_file(args.file, max_memory=args.max_memory)
+    checked = check_file(args.file, max_memory=args.max_memory)
     for warning in checked.warnings:
         err.print(Text(str(warning)))
     names = [{"name": d.name, "kind": type(d).__name__.replace("Checked", "").lower(),
@@ -125,6 +146,8 @@ def cmd_compile(args: argparse.Namespace) -> int:
         if given:
             raise UsageError(f"{' and '.join(given)} set random key embeddings: "
                              "they apply with --embedding random only")
+    from lat.compiler.lower.memory import Embedding
+
     embedding = Embedding(args.embedding, args.dim, args.seed or 0)
     compilation = api.compile_file(args.file, name=args.name, placement=args.program_in,
                                    minimise=args.minimise, embedding=embedding,
@@ -224,6 +247,11 @@ def run_input(args: argparse.Namespace) -> str:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from lat.runtime.forms import KERNELS
+
+    if args.kernel not in KERNELS:
+        raise UsageError(f"--kernel {args.kernel!r} is not a form: choose from "
+                         f"{', '.join(KERNELS)}")
     word = run_input(args)
     model = api.load_model(args.file, name=args.name, placement=args.program_in,
                            program=args.program, program_name=args.program_name,
@@ -399,9 +427,13 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         if args.plot:
             raise UsageError("--dot prints a program's state graph and --plot draws an "
                              "artifact's weights: give one of them")
-        declaration = api.check_file(path).get(args.name)
+        from lat.compiler import check_file
+
+        declaration = check_file(path).get(args.name)
         if not isinstance(declaration, CheckedAutomaton):
             raise InputError(f"--dot draws automata only; '{declaration.name}' is not one")
+        from lat.compiler.graph import to_dot
+
         sys.stdout.write(to_dot(declaration))
         return 0
     model = api.load_model(path, name=args.name, max_memory=args.max_memory)
@@ -558,7 +590,28 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
-EXPERIMENT_NAMES = tuple(EXPERIMENT_FUNCTIONS)
+def _experiment_names() -> tuple[str, ...]:
+    """The names in `lat.experiments.EXPERIMENTS`, read from its source without importing
+    it (it imports numpy); importing it is the fallback if the registry is not a literal."""
+    import ast as python_ast
+    from importlib.util import find_spec
+
+    try:
+        spec = find_spec("lat.experiments")
+        tree = python_ast.parse(Path(spec.origin).read_text(encoding="utf-8"))
+        for node in tree.body:
+            target = getattr(node, "target", None) or (getattr(node, "targets", None) or [None])[0]
+            if getattr(target, "id", None) == "EXPERIMENTS" and isinstance(node.value,
+                                                                         python_ast.Dict):
+                return tuple(python_ast.literal_eval(key) for key in node.value.keys)
+    except (AttributeError, OSError, SyntaxError, TypeError, ValueError):
+        pass
+    from lat.experiments import EXPERIMENTS
+
+    return tuple(EXPERIMENTS)
+
+
+EXPERIMENT_NAMES = _experiment_names()
 DEMO_PROGRAM = "div3.lat"
 DEMO_INPUTS = ("110", "1001", "111111", "10")
 
@@ -621,7 +674,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="refuse a compile estimated to need more (default 2G; e.g. 512M, "
                        "64G)")
         if steps:
-            p.add_argument("--max-steps", type=_positive, default=api.DEFAULT_MAX_STEPS,
+            p.add_argument("--max-steps", type=_positive, default=DEFAULT_MAX_STEPS,
                            metavar="N", help="most steps one run may take (default 100,000)")
 
     p = command("check", cmd_check, "parse and check a .lat file")
@@ -656,8 +709,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--program-name", help="declaration in --program when it has several")
     p.add_argument("--reference", action="store_true",
                    help="recompute every output with the loop form of the definition")
-    p.add_argument("--kernel", choices=KERNELS, default="auto",
-                   help="MHLA form (auto picks by length and device)")
+    p.add_argument("--kernel", default="auto", metavar="FORM",
+                   help="MHLA form: auto (picks by length and device), reference, parallel, "
+                   "chunked, recurrent or fla")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     p.add_argument("--weights", choices=("fp32", "bf16", "fp16"), default="fp32",
                    help="weight format (the state is fp32 always)")

@@ -453,3 +453,31 @@ def test_steps_are_bounded_by_max_steps(tmp_path, capsys):
     code, _, err = lat("trace", str(PROGRAMS / "parity.lat"), "--max-len", "10000000", "-o",
                        str(tmp_path / "t.safetensors"), capsys=capsys)
     assert code == 1 and "--max-steps" in err
+
+
+# -- start-up (issue 14, R8) -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("argv", [["check", str(PROGRAMS / "parity.lat")], ["--help"],
+                                  ["check", "--help"], ["run", "--help"]])
+def test_check_and_help_import_neither_torch_nor_numpy(argv):
+    code = (f"import sys\nfrom lat.cli import main\ntry:\n    main({argv!r})\n"
+            "except SystemExit:\n    pass\n"
+            "heavy = sorted(m for m in ('torch', 'numpy') if m in sys.modules)\n"
+            "print('HEAVY', heavy)")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            timeout=120, env=CHILD_ENV)
+    assert "HEAVY []" in result.stdout, result.stdout + result.stderr
+
+
+def test_experiment_names_are_read_without_importing_the_registry():
+    from lat.cli import EXPERIMENT_NAMES
+    from lat.experiments import EXPERIMENTS
+
+    assert tuple(EXPERIMENTS) == EXPERIMENT_NAMES
+
+
+def test_an_unknown_kernel_is_a_usage_error(capsys):
+    code, _, err = lat("run", str(PROGRAMS / "parity.lat"), "--input", "1", "--kernel", "x",
+                       capsys=capsys)
+    assert code == 2 and "choose from" in err and "chunked" in err

@@ -5,17 +5,20 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
-
-from lat.compiler.bind import bind_program
 from lat.compiler.check import check_program
 from lat.compiler.errors import Diagnostic, LatError
-from lat.compiler.ir import CheckedAutomaton, CheckedMachine, CheckedMemory
+from lat.compiler.ir import CheckedAutomaton, CheckedMachine, CheckedMemory, CheckedProgram
 from lat.compiler.lower import DEFAULT_MAX_MEMORY, Estimate, Lowered, estimate, format_bytes
-from lat.compiler.lower.memory import Embedding
 from lat.compiler.parse import parse_program
-from lat.runtime.model import CompiledModel
+from lat.runtime.errors import ArtifactError
+from lat.runtime.storage import is_artifact
+
+if TYPE_CHECKING:  # torch, numpy and the runtime load with the first compile, not for `check`
+    from lat.compiler.lower.memory import Embedding
+    from lat.runtime.model import CompiledModel
 
 PLACEMENTS = ("weights", "context")
 Checked = CheckedAutomaton | CheckedMemory | CheckedMachine
@@ -33,6 +36,41 @@ class Compilation:
     @property
     def artifact(self) -> CompiledModel:
         return self.executor if self.executor is not None else self.model
+
+
+def read_source(path: str | Path) -> str:
+    """A program file's text; a missing or unreadable file is one line, not a traceback.
+
+    A leading UTF-8 byte order mark is dropped. An artifact given where a program is
+    wanted, or a file that is neither, is refused in one line naming both possibilities.
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise ArtifactError(f"{path} is a directory, not a .lat program")
+    if is_artifact(path):
+        raise ArtifactError(f"{path} is a lat artifact (safetensors), not a .lat program: "
+                            "this command needs the program text")
+    try:
+        return path.read_bytes().decode("utf-8-sig")
+    except FileNotFoundError:
+        raise ArtifactError(f"{path}: no such file") from None
+    except UnicodeDecodeError as exc:
+        raise ArtifactError(f"{path}: neither a .lat program (not UTF-8 text: byte "
+                            f"{exc.start}) nor a lat artifact (no safetensors header)") from None
+    except OSError as exc:
+        raise ArtifactError(f"{path}: cannot read ({exc.strerror or exc})") from None
+
+
+def check_file(path: str | Path, max_memory: int | None = DEFAULT_MAX_MEMORY) -> CheckedProgram:
+    """Parse and check a `.lat` file (errors are LatError with FILE:LINE:COL).
+
+    Each declaration's compile size (weights placement) is estimated, and one above
+    `max_memory` bytes is refused the way `compile` would refuse it (None: no limit).
+    """
+    checked = check_program(parse_program(read_source(path), str(path)))
+    for declaration in checked.declarations:
+        guard_size(declaration, "weights", str(path), max_memory)
+    return checked
 
 
 def compile_source(
@@ -73,6 +111,8 @@ def compile_source(
                                                  "minimise": minimise})
     executor = model
     if placement == "context":
+        from lat.compiler.bind import bind_program
+
         model = bind_program(executor, declaration)
     return Compilation(model=model, declaration=declaration, warnings=checked.warnings,
                        executor=executor)
@@ -108,6 +148,8 @@ def bind_default_program(model: CompiledModel) -> CompiledModel:
     declaration = check_program(parse_program(source, filename)).get(name)
     if remembered.get("minimise"):
         declaration = minimise_declaration(declaration, filename)
+    from lat.compiler.bind import bind_program
+
     return bind_program(model, declaration)
 
 
@@ -153,7 +195,7 @@ def _embedding_errors(
     filename: str,
 ) -> Lowered:
     """Report a too-small random embedding at the declaration, as a program error."""
-    from lat.compiler.lower.memory import EmbeddingTooSmall
+    from lat.compiler.lower.memory import Embedding, EmbeddingTooSmall
 
     try:
         return lower_fn(declaration, embedding or Embedding())
@@ -164,6 +206,10 @@ def _embedding_errors(
 
 def assemble(lowered: Lowered, declaration: Checked, placement: str, text: str) -> CompiledModel:
     """Wrap lowered weights as an artifact with its compile report."""
+    import torch
+
+    from lat.runtime.model import CompiledModel
+
     return CompiledModel(
         V=torch.from_numpy(lowered.V),
         Q=torch.from_numpy(lowered.Q),
@@ -189,4 +235,4 @@ def _kind(declaration: Checked) -> str:
             CheckedMachine: "machine"}[type(declaration)]
 
 
-__all__ = ["Compilation", "LatError", "compile_source"]
+__all__ = ["Compilation", "LatError", "check_file", "compile_source", "read_source"]

@@ -18,7 +18,6 @@ from dataclasses import dataclass, field
 
 from lat.compiler import ast
 from lat.compiler.errors import Diagnostic, LatError, did_you_mean
-from lat.compiler.graph import unreachable_states
 from lat.compiler.ir import (
     Checked,
     CheckedAutomaton,
@@ -287,6 +286,8 @@ class _Rows:
 
 def _warn_unreachable(checked: CheckedAutomaton | CheckedMachine,
                       states: Sequence[ast.Name], report: _Report) -> None:
+    from lat.compiler.graph import unreachable_states  # networkx: loaded when first needed
+
     positions = {}
     for name in states:
         positions.setdefault(name.text, name.pos)

@@ -13,5 +13,10 @@ class PrecisionError(RuntimeError):
     """The decode margin does not survive the chosen number format."""
 
 
+#: The default of `--max-steps`: the most transitions (automata: input symbols) one run may
+#: take — about a minute at the ~0.5 ms a machine step costs on a CPU core.
+DEFAULT_MAX_STEPS = 100_000
+
+
 class ResourceError(ValueError):
     """A run or a compile that would exceed a resource limit (--max-steps, --max-memory)."""

@@ -8,18 +8,38 @@ any failure the temporary file is removed and one ArtifactError line is raised.
 
 from __future__ import annotations
 
+import importlib
 import os
 import tempfile
 from pathlib import Path
 from typing import Any
 
 from safetensors import SafetensorError, safe_open
-from safetensors import numpy as safetensors_numpy
-from safetensors import torch as safetensors_torch
 
 from lat.runtime.errors import ArtifactError
 
-_FORMATS = {"pt": safetensors_torch, "np": safetensors_numpy}
+_FORMATS = {"pt": "safetensors.torch", "np": "safetensors.numpy"}  # imported when used
+
+
+def _format(framework: str):
+    return importlib.import_module(_FORMATS[framework])
+
+
+def is_artifact(path: str | os.PathLike) -> bool:
+    """Whether `path` holds a safetensors file (an artifact or traces), judged by content:
+    an 8-byte little-endian header length that fits the file, then a JSON object. A `.lat`
+    program never looks like that (its first 8 bytes read as a length beyond any file)."""
+    try:
+        with open(path, "rb") as handle:
+            start = handle.read(9)
+            handle.seek(0, 2)
+            size = handle.tell()
+    except OSError:
+        return False
+    if len(start) < 9:
+        return False
+    length = int.from_bytes(start[:8], "little")
+    return 2 <= length <= size - 8 and start[8:9] == b"{"
 
 
 def write_safetensors(
@@ -38,7 +58,7 @@ def write_safetensors(
     try:
         with os.fdopen(handle, "wb") as stream:
             os.fchmod(stream.fileno(), 0o666 & ~_umask())
-            stream.write(_FORMATS[framework].save(tensors, metadata=metadata))
+            stream.write(_format(framework).save(tensors, metadata=metadata))
             stream.flush()
             os.fsync(stream.fileno())
         os.replace(temporary, target)
@@ -106,7 +126,7 @@ def read_safetensors(
     try:
         with safe_open(str(path), framework=framework) as handle:
             metadata = handle.metadata() or {}
-        tensors = _FORMATS[framework].load_file(str(path))
+        tensors = _format(framework).load_file(str(path))
     except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
         message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise ArtifactError(f"{path}: not a readable safetensors {what} ({message})") from None

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import numpy as np
+if TYPE_CHECKING:  # numpy stays unimported for `lat check` (sizes are plain arithmetic)
+    import numpy as np
 
-from lat.runtime.interface import Interface
+    from lat.runtime.interface import Interface
 
 
 @dataclass(frozen=True)
