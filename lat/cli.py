@@ -1,8 +1,9 @@
 """The `lat` command. Every user mistake ends in one located line and a non-zero exit.
 
-Exit codes: 0 success; 1 a run-time failure (bad input word, missing or corrupt artifact,
-verification mismatch, non-equivalent learning); 2 a program error (`FILE:LINE:COL`) or a
-usage error.
+Exit codes: 0 success; 1 a run-time failure (bad input word, missing, corrupt or edited
+artifact, an output path that cannot be written, a --max-steps limit, verification mismatch,
+non-equivalent learning); 2 a program error (`FILE:LINE:COL`, a --max-memory refusal
+included) or a usage error; 130 interrupted (Ctrl-C). User text is printed literally.
 """
 
 from __future__ import annotations
@@ -847,8 +848,8 @@ def _non_negative(text: str) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
     try:
+        args = build_parser().parse_args(argv)
         check_outputs(args)
         return args.handler(args)
     except LatError as error:

@@ -481,3 +481,18 @@ def test_an_unknown_kernel_is_a_usage_error(capsys):
     code, _, err = lat("run", str(PROGRAMS / "parity.lat"), "--input", "1", "--kernel", "x",
                        capsys=capsys)
     assert code == 2 and "choose from" in err and "chunked" in err
+
+
+def test_ctrl_c_ends_a_long_run_in_one_line(tmp_path):
+    import signal
+
+    path = tmp_path / "loop.lat"
+    path.write_text(HUGE_MACHINE.replace("TAPE", "8").replace("q _ -> a S h", "q _ -> a L q")
+                    .replace("q a -> a R q", "q a -> a L q"))
+    child = subprocess.Popen([sys.executable, "-m", "lat", "run", str(path), "--input", "",
+                              "--max-steps", "10000000"], stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True, env=CHILD_ENV)
+    time.sleep(6)
+    child.send_signal(signal.SIGINT)
+    out, err = child.communicate(timeout=120)
+    assert child.returncode == 130 and err == "lat: interrupted\n" and out == ""
