@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import math
 import re
+import textwrap
 import time
 from collections import defaultdict, deque
 from collections.abc import Sequence
@@ -99,6 +100,7 @@ class Decompilation:
     readings: int = 0  # answer positions read, over every input
     inputs: int = 0  # input words run
     method: str = ""
+    scope: str = ""  # "exhaustive" (every input of the domain read) or "sampled"
     seconds: float = 0.0
     source: str = ""
     placement: str = "weights"
@@ -126,6 +128,7 @@ class Decompilation:
             "readings": self.readings,
             "inputs": self.inputs,
             "method": self.method,
+            "scope": self.scope,
             "placement": self.placement,
             "source": self.source,
             "notes": self.notes,
@@ -305,6 +308,10 @@ def decompile(
     budget = inputs if interface.kind == "machine" else samples
     report = readers[interface.kind](model, budget, max_len, rng)
     report.placement = placement
+    if placement == "context":
+        bound = model.info.get("bound_program", interface.program)
+        report.notes.append(f"the program '{bound}' in the executor's prompt, read from the "
+                            "executor's behaviour (not from the prompt's text)")
     report.source = source or interface.program
     origin = model.info.get("origin", "unknown")
     if report.consistent:
@@ -317,7 +324,7 @@ def decompile(
             f"{report.inputs} inputs, every reading agreed;",
             f"#   smallest decode margin {report.min_margin:.3g} (resolved in fp32)",
             *_proof_lines(report),
-            *(f"# note: {note}" for note in report.notes),
+            *(line for note in report.notes for line in _comment(f"note: {note}")),
         ]
         text = "\n".join(header) + "\n" + report.program
         checked = check_program(parse_program(text, "<decompiled>"))  # `lat check` accepts it
@@ -330,6 +337,12 @@ def decompile(
             _compare(report, reference, model)
     report.seconds = time.perf_counter() - started
     return report
+
+
+def _comment(text: str) -> list[str]:
+    """A header comment wrapped to 100 columns, continuation lines indented."""
+    lines = textwrap.wrap(text, 96, subsequent_indent="  ", break_on_hyphens=False)
+    return [f"# {line}" for line in lines]
 
 
 def _proof_lines(report: Decompilation) -> list[str]:
@@ -501,6 +514,7 @@ def _automaton(model: CompiledModel, samples: int, max_len: int,
                        if isinstance(value, tuple) else value),
         program, method, inputs, notes, {k: v for k, v in names.items() if k != v},
         readings)
+    report.scope = "sampled"  # every state explored; prefixes: the exploration and a sample
     if program is not None:
         _length_bound(model, book, report)
     return report
@@ -681,9 +695,11 @@ def _memory(model: CompiledModel, samples: int, max_len: int,
     method = (f"method: every key of the interface's vocabulary ({len(keys)})"
               + (" and one key outside it (the default)" if other is not None else "")
               + " looked up through the runtime")
-    return _finish("memory", book,
-                   lambda key: "default" if key == ("default",) else key[1],
-                   lambda value: value, program, method, len(words), [], {})
+    report = _finish("memory", book,
+                     lambda key: "default" if key == ("default",) else key[1],
+                     lambda value: value, program, method, len(words), [], {})
+    report.scope = "exhaustive"
+    return report
 
 
 def _compare_memories(report: Decompilation, a: CheckedMemory, b: CheckedMemory) -> None:
@@ -894,7 +910,7 @@ def _machine(model: CompiledModel, samples: int, max_len: int,
             bound=ast.Bound(int(extra["steps"]), cells), rules=tuple(rules))
         program = format_program(ast.Program((machine,)))
     scope = ("every input up to the tape bound (exhaustive)" if exhaustive else
-             f"{len(words)} inputs (sampled: all short ones, random ones up to the tape)")
+             f"{len(words)} inputs\n  (sampled: all short ones, random ones up to the tape)")
     method = (f"method: run through its runtime on {scope};\n"
               f"  the tape replayed from its decoded writes, each answer position read as\n"
               f"  the entry (state, symbol under the head)")
@@ -924,8 +940,10 @@ def _machine(model: CompiledModel, samples: int, max_len: int,
                 else moves, "next": names.get(value[2], value[2])}
 
     positions = sum(e.readings for k, e in book.entries.items() if k[0] != "halt")
-    return _finish("machine", book, lambda key: " ".join(key), value_json, program, method,
-                   len(words), notes, {k: v for k, v in names.items() if k != v}, positions)
+    report = _finish("machine", book, lambda key: " ".join(key), value_json, program, method,
+                     len(words), notes, {k: v for k, v in names.items() if k != v}, positions)
+    report.scope = "exhaustive" if exhaustive else "sampled"
+    return report
 
 
 def _compare_machines(report: Decompilation, model: CompiledModel, a: CheckedMachine,
