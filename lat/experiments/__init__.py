@@ -12,8 +12,11 @@ PNGs it wrote; numbers are measured by real regressions and trainings, never har
 
 from __future__ import annotations
 
+import datetime
 import json
 import math
+import os
+import platform
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -56,12 +59,42 @@ def run_experiment(name: str, quick: bool = False, out: Path | str = Path("exper
             f"unknown experiment '{name}' (choose from {', '.join(sorted(EXPERIMENTS))})")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    import torch
+
+    load_start = os.getloadavg()[0]
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny problems: one thread is faster and steadier under load
     started = time.perf_counter()
-    result = EXPERIMENTS[name](quick=quick, out=out, scale=scale)
-    result = jsonable({"experiment": name, "quick": quick, **result,
-                       "seconds_total": round(time.perf_counter() - started, 3)})
+    try:
+        result = EXPERIMENTS[name](quick=quick, out=out, scale=scale)
+    finally:
+        torch.set_num_threads(threads)
+    result = jsonable({"experiment": name, "quick": quick,
+                       "size": "quick" if quick else "full", "scale": scale, **result,
+                       "seconds_total": round(time.perf_counter() - started, 3),
+                       "machine": machine(load_start)})
     (out / f"{name}.json").write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")
     return result
+
+
+def machine(load_start: float) -> dict:
+    """Where and when a run happened: CPU model, cores, load average at start and end."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    import torch
+
+    return {"cpu": cpu, "cores": os.cpu_count(), "gpu": None,
+            "python": platform.python_version(), "torch": torch.__version__,
+            "numpy": np.__version__, "load_average_start": round(load_start, 2),
+            "load_average_end": round(os.getloadavg()[0], 2),
+            "finished_utc": datetime.datetime.now(datetime.timezone.utc).strftime(
+                "%Y-%m-%d %H:%M UTC")}
 
 
 def jsonable(value: object) -> object:
