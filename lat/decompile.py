@@ -295,7 +295,12 @@ def decompile(
     started = time.perf_counter()
     if not isinstance(model, CompiledModel):
         source = source or str(model)
-        model = CompiledModel.load(model)
+        if Path(model).suffix == ".lat":  # a program: compiled on the fly, like `lat run`
+            from lat.compiler import compile_source
+
+            model = compile_source(_read(Path(model)), str(model)).model
+        else:
+            model = CompiledModel.load(model)
     interface = model.interface
     placement = str(interface.extra.get("placement", "weights"))
     if placement == "context" and interface.program == "<universal>":
@@ -363,11 +368,14 @@ def _reference(against: Checked | str | Path) -> Checked:
     if isinstance(against, (CheckedAutomaton, CheckedMemory, CheckedMachine)):
         return against
     path = Path(against)
+    return check_program(parse_program(_read(path), str(path))).get()
+
+
+def _read(path: Path) -> str:
     try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
+        return path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
         raise InputError(f"{path}: cannot read ({exc})") from None
-    return check_program(parse_program(text, str(path))).get()
 
 
 def _finish(kind: str, book: _Book, describe, value_json, program: str | None,

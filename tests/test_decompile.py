@@ -159,6 +159,23 @@ def test_relearned_model_decompiles_to_an_equivalent_program():
     assert report.equivalent_to_reference
 
 
+@settings(max_examples=6, deadline=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(automaton_sources(max_states=5, max_symbols=3))
+def test_random_automata_relearned_round_trip(text):
+    """compile → learn (Algorithm 1 with its certificate) → decompile ≡ the source."""
+    from lat.learner import learn
+
+    compilation = _compile(text)
+    result = learn(compilation.model, samples=80, max_len=10, domain_samples=300)
+    report = decompile(result.model, against=compilation.declaration, **FAST)
+    if result.equivalent and result.certificate.identifiable:
+        assert report.consistent
+        assert report.equivalent_to_reference, report.comparison
+    elif report.consistent and not report.equivalent_to_reference:
+        assert report.distinguishing_input is not None
+
+
 def test_sgd_trained_model_is_decompiled_or_refused_with_reasons():
     from lat.learner.sgd import train_sgd
     from lat.learner.traces import record_traces, sample_words
