@@ -2,8 +2,8 @@
 traceback, and prints user text literally (no rich markup, no emoji codes, no raw control
 characters).
 
-Budgets: the `ci`/`dev` Hypothesis profiles keep this file to a few seconds; the long local
-profile is `HYPOTHESIS_PROFILE=fuzz` (see `FUZZ_EXAMPLES` below; counts in the README).
+Budgets: 25 examples per test keep this file to a few seconds; the long local profile is
+`LAT_FUZZ=long` (10,000 examples per test, or `LAT_FUZZ_EXAMPLES`; counts in the README).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from lat.compiler.printer import format_symbol
 ROOT = Path(__file__).resolve().parent.parent
 PROGRAMS = ROOT / "programs"
 
-LONG = os.environ.get("HYPOTHESIS_PROFILE") == "fuzz"
+LONG = os.environ.get("LAT_FUZZ") == "long"
 FUZZ_EXAMPLES = int(os.environ.get("LAT_FUZZ_EXAMPLES", "10000")) if LONG else 25
 fuzz = settings(max_examples=FUZZ_EXAMPLES, deadline=None, derandomize=not LONG,
                 suppress_health_check=[HealthCheck.function_scoped_fixture,

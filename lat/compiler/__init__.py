@@ -130,8 +130,8 @@ def guard_size(declaration: Checked, placement: str, filename: str, max_memory: 
             filename, pos,
             f"{_kind(declaration)} '{declaration.name}' ({placement} placement) needs "
             f"{sizes.describe()}, above the --max-memory limit of {format_bytes(max_memory)}",
-            "make the program smaller, or raise --max-memory (e.g. --max-memory 64G) on a "
-            "machine that has the memory"))
+            "make the program smaller, or raise the limit on a machine that has the memory: "
+            f"--max-memory {-(-sizes.peak_bytes // 1024**3)}G"))
     return sizes
 
 
