@@ -553,6 +553,7 @@ def _length_bound(model: CompiledModel, book: _Book, report: Decompilation) -> N
     V = model.V.to(torch.float32).to(torch.float64)  # the weights as fp32 runs them
     Q = model.Q.to(torch.float32).to(torch.float64)
     c = 64 * float(torch.finfo(torch.float32).eps)
+    largest = V.abs().amax(dim=1)  # (H, d)
     keys = [k for k in book.entries if k[0] != "accept"]
     values = [next(iter(book.entries[k].values)) for k in keys]
     columns = [0 if k == ("bos",) else offset + pairs.index(k) for k in keys]
@@ -563,8 +564,9 @@ def _length_bound(model: CompiledModel, book: _Book, report: Decompilation) -> N
             z = torch.tensor(columns[start:start + step])
             rows = torch.arange(len(z))
             W = torch.einsum("hou,huz->zou", V, Q[:, :, z])  # (Z, d_out, d): w_u(z)
-            size = torch.maximum(W[:, :, 0].amax(dim=1), -W[:, :, 0].amin(dim=1))  # |w_bos|
-            grow = torch.maximum(W.amax(dim=(1, 2)), -W.amin(dim=(1, 2)))  # ≥ max_u |w_u|
+            # upper bounds on |w_bos| and max_u |w_u|: Σ_h max_o |V_h[o,u]|·|Q_h[u,z]|
+            reach = torch.einsum("hu,huz->zu", largest, Q[:, :, z].abs())
+            size, grow = reach[:, 0], reach.amax(dim=1)
             best = torch.full((len(z),), math.inf, dtype=torch.float64)
             for j, (output, first) in enumerate(interface.output_slices()):
                 if output.width < 2:
