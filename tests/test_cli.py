@@ -246,11 +246,16 @@ def test_output_paths_are_checked_before_any_work(tmp_path, capsys, monkeypatch)
         (("learn", "p.lat", "-o", "folder"), "is a directory"),
         (("compile", "p.lat", "-o", "/dev/null"), "not a regular file"),
     ]
+    from lat import api as lat_api
+
+    def no_work(*_args, **_kwargs):
+        raise AssertionError("work started before the output path was checked")
+
+    monkeypatch.setattr(lat_api, "load_model", no_work)
+    monkeypatch.setattr(lat_api, "compile_file", no_work)
     for argv, message in cases:
-        started = time.perf_counter()
         code, _, err = lat(*argv, capsys=capsys)
         assert code == 1 and message in err and len(err.strip().splitlines()) == 1, (argv, err)
-        assert time.perf_counter() - started < 2  # refused before learning
     assert program.read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["folder", "link.lat", "p.lat"]
     assert list((tmp_path / "folder").iterdir()) == []
@@ -412,11 +417,9 @@ def test_sizes_are_estimated_and_refused_before_allocating(tmp_path, capsys):
     path.write_text(HUGE_MACHINE.replace("TAPE", "1000000000000"))
     for argv in (("check", str(path)), ("compile", str(path), "-o", str(tmp_path / "b.st")),
                  ("run", str(path), "--input", "a"), ("verify", str(path))):
-        started = time.perf_counter()
-        code, _, err = lat(*argv, capsys=capsys)
+        code, _, err = lat(*argv, capsys=capsys)  # refused before any array exists
         assert code == 2 and err.startswith(f"{path}:7:3: error: machine 'big'"), err
         assert "--max-memory" in err and "PiB" in err and "Traceback" not in err
-        assert time.perf_counter() - started < 5
     memory = tmp_path / "memo.lat"
     memory.write_text("memory memo {\n" + "".join(f"  k{i} -> v{i % 7}\n"
                                                   for i in range(50_000)) + "}\n")
