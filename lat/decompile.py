@@ -820,28 +820,62 @@ def _machine(model: CompiledModel, samples: int, max_len: int,
     problems: list[str] = []
     reached: dict[str, None] = {start: None}
     executed: set[str] = set()
+    reaching: dict[str, dict[tuple[str, ...], None]] = defaultdict(dict)  # state → inputs
+    tried = set(words)
 
-    for result in _runs(model, words):
-        margin, resolved = _answers(model, result)
-        word = result.input
-        tape = list(word) + [blank] * (cells - len(word))
-        rows = [dict(zip(result.decoded, values, strict=True))
-                for values in zip(*result.decoded.values(), strict=True)]
-        readings = _machine_readings(rows, start, cells, context)
-        for number, (i, state, head, row, moves, taken) in enumerate(readings):
-            symbol = tape[head]
-            executed.add(state)
-            example = {"input": list(word), "step": number}
-            if row["halt"] == "yes":
-                value: tuple = ("yes", None, None, None)
-            else:
-                if row["read"] != symbol:  # the model misreads its own tape
-                    moves = frozenset({f"read {row['read']}"})
-                value = ("no", row["write"], row["state"], moves)
-                reached.setdefault(row["state"], None)
-            book.add((state, symbol), value, float(margin[i]), bool(resolved[i]), example)
-            if value[0] == "no" and taken:
-                tape[head] = row["write"]
+    def read(words: list[tuple[str, ...]]) -> None:
+        for result in _runs(model, words):
+            margin, resolved = _answers(model, result)
+            word = result.input
+            tape = list(word) + [blank] * (cells - len(word))
+            rows = [dict(zip(result.decoded, values, strict=True))
+                    for values in zip(*result.decoded.values(), strict=True)]
+            readings = _machine_readings(rows, start, cells, context)
+            for number, (i, state, head, row, moves, taken) in enumerate(readings):
+                symbol = tape[head]
+                executed.add(state)
+                reaching[state][word] = None
+                example = {"input": list(word), "step": number}
+                if row["halt"] == "yes":
+                    value: tuple = ("yes", None, None, None)
+                else:
+                    if row["read"] != symbol:  # the model misreads its own tape
+                        moves = frozenset({f"read {row['read']}"})
+                    value = ("no", row["write"], row["state"], moves)
+                    reached.setdefault(row["state"], None)
+                book.add((state, symbol), value, float(margin[i]), bool(resolved[i]),
+                         example)
+                if value[0] == "no" and taken:
+                    tape[head] = row["write"]
+
+    read(words)
+    # Sampled inputs miss pairs that only structured inputs reach: search one edit away
+    # (a symbol changed, inserted or cut off) from inputs that reach a state whose pair
+    # with some tape symbol was never read: three rounds of at most a quarter of the budget.
+    alphabet = tuple(interface.input_alphabet)
+    sampled = len(words)
+    for _ in range(0 if exhaustive else 3):
+        missing = {q for q in executed
+                   if any((q, a) not in book.entries for a in tape_symbols)  # never read
+                   and all(v[0] == "no" for a in tape_symbols  # and q does not halt
+                           for v in book.entries.get((q, a), _Entry()).values)}
+        near: dict[tuple[str, ...], None] = {}
+        for q in sorted(missing):
+            sources = list(reaching[q])
+            for pick in rng.permutation(len(sources))[:8]:
+                word = sources[int(pick)]
+                for i in range(len(word) + 1):
+                    near[word[:i]] = None
+                    for a in alphabet:
+                        near[word[:i] + (a,) + word[i + 1:]] = None
+                        if len(word) < cells:
+                            near[word[:i] + (a,) + word[i:]] = None
+        fresh = [w for w in near if w not in tried and len(w) <= cells][:max(1, samples // 4)]
+        if not fresh:
+            break
+        tried.update(fresh)
+        words = words + fresh
+        read(fresh)
 
     # Moves: the readings of an entry agree when their move sets intersect.
     for entry in book.entries.values():
@@ -919,8 +953,11 @@ def _machine(model: CompiledModel, samples: int, max_len: int,
             halt=tuple(ast.Name(names[q]) for q in halt),
             bound=ast.Bound(int(extra["steps"]), cells), rules=tuple(rules))
         program = format_program(ast.Program((machine,)))
+    searched = len(words) - sampled
     scope = ("every input up to the tape bound (exhaustive)" if exhaustive else
-             f"{len(words)} inputs\n  (sampled: all short ones, random ones up to the tape)")
+             f"{sampled} inputs\n  (sampled: all short ones, random ones up to the tape)"
+             + (f" and {searched} one edit away\n  from inputs reaching states with pairs "
+                "not yet read" if searched else ""))
     method = (f"method: run through its runtime on {scope};\n"
               f"  the tape replayed from its decoded writes, each answer position read as\n"
               f"  the entry (state, symbol under the head)")
