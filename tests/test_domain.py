@@ -9,7 +9,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from lat.learner.domain import _Hull, _Span, build_domain, pair_outputs
+from lat.learner.counts import Hull as _Hull
+from lat.learner.counts import Span as _Span
+from lat.learner.domain import build_domain, pair_outputs
 from lat.runtime.execute import rollout
 from tests.test_learner import PARITY, automaton_model
 

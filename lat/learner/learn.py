@@ -37,7 +37,7 @@ from lat.learner.domain import (
 )
 from lat.learner.equivalence import Equivalence, prove_equivalence
 from lat.learner.solve import Fit, fit, minimal_heads
-from lat.learner.traces import Traces, record_traces
+from lat.learner.traces import Traces, merge_traces, record_traces
 from lat.runtime.execute import RunResult, rollout
 from lat.runtime.model import CompiledModel
 
@@ -211,7 +211,7 @@ def learn(
                 uncovered, capped = _cap(uncovered, len(traces), max_traces)
                 if uncovered:
                     rounds = 1
-                    traces = _merge(traces, _record(source, uncovered, progress))
+                    traces = merge_traces(traces, _record(source, uncovered, progress))
                     fitted = _fit(traces, workers, progress)
         elif design_rounds > 0:
             converged = False
@@ -231,7 +231,7 @@ def learn(
                 if not uncovered:
                     break
                 rounds += 1
-                traces = _merge(traces, _record(source, uncovered, progress))
+                traces = merge_traces(traces, _record(source, uncovered, progress))
                 fitted = _fit(traces, workers, progress)
     seconds["fit"] = time.perf_counter() - clock - fitted.seconds.get("train_check", 0.0)
     seconds["train_check"] = fitted.seconds.get("train_check", 0.0)
@@ -456,19 +456,6 @@ def _record(source: CompiledModel, words: Sequence[Word],
         steps=[s for p in parts for s in (p.steps or [])],
         stopped_by=[s for p in parts for s in (p.stopped_by or [])],
         source=source.sha256(),
-    )
-
-
-def _merge(first: Traces, second: Traces) -> Traces:
-    """Two recordings of the same source as one."""
-    return Traces(
-        tokens=[*first.tokens, *second.tokens],
-        outputs=[*first.outputs, *second.outputs],
-        inputs=[*first.inputs, *second.inputs],
-        interface=first.interface,
-        steps=[*(first.steps or []), *(second.steps or [])],
-        stopped_by=[*(first.stopped_by or []), *(second.stopped_by or [])],
-        source=first.source,
     )
 
 

@@ -34,8 +34,8 @@ from lat.runtime.storage import read_safetensors, write_safetensors
 
 TRACES_SCHEMA = "1"
 
-__all__ = ["TRACES_SCHEMA", "Traces", "load_traces", "record_traces", "sample_words",
-           "save_traces"]
+__all__ = ["TRACES_SCHEMA", "Traces", "load_traces", "merge_traces", "record_traces",
+           "sample_words", "save_traces"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -124,6 +124,19 @@ def record_traces(model: CompiledModel, inputs: Sequence[Sequence[str]]) -> Trac
         steps=[r.steps for r in results],
         stopped_by=[r.stopped_by for r in results],
         source=model.sha256(),
+    )
+
+
+def merge_traces(first: Traces, second: Traces) -> Traces:
+    """Two recordings of the same source as one."""
+    return Traces(
+        tokens=[*first.tokens, *second.tokens],
+        outputs=[*first.outputs, *second.outputs],
+        inputs=[*first.inputs, *second.inputs],
+        interface=first.interface,
+        steps=[*(first.steps or []), *(second.steps or [])],
+        stopped_by=[*(first.stopped_by or []), *(second.stopped_by or [])],
+        source=first.source,
     )
 
 
