@@ -76,7 +76,7 @@ def _best(fn: Callable[[], object], device: torch.device, repeats: int) -> float
     return best
 
 
-def _side_by_side(fns: dict[str, Callable[[], object]], device: torch.device,
+def side_by_side(fns: dict[str, Callable[[], object]], device: torch.device,
                   repeats: int, budget_s: float = float("inf"), min_rounds: int = 2,
                   hard_s: float = float("inf")) -> dict[str, float]:
     """Best times of several functions measured in interleaved rounds.
@@ -357,7 +357,7 @@ def run_bench(quick: bool = False, device: str = "auto",
             "fused_bf16": lambda: mhla(Z, V, Q, kernel="auto", weights="bf16"),
             "naive": lambda: naive_chunked(Z, V, Q),
         }
-        times = _side_by_side(contenders, target, repeats + 1, budget_s=10 if quick else 90,
+        times = side_by_side(contenders, target, repeats + 1, budget_s=10 if quick else 90,
                               hard_s=15 if quick else 240)
         rates = {name: ceiling_flops[name] / times[name] / 1e9 for name in ceilings}
         gemm = rates.pop("gemm")
@@ -367,7 +367,7 @@ def run_bench(quick: bool = False, device: str = "auto",
         # The loop form is serial by definition: both sides of this ratio run on one
         # thread (tiny ops gain nothing from a team and suffer most from a shared core).
         with single_thread(target.type == "cpu"):
-            short = _side_by_side({
+            short = side_by_side({
                 "reference": lambda: mhla_reference(Zr, V, Q),
                 "fused": lambda: mhla(Zr, V, Q, kernel="auto"),
             }, target, 3, budget_s=5 if quick else 20, hard_s=10 if quick else 60)
@@ -403,83 +403,13 @@ def run_bench(quick: bool = False, device: str = "auto",
     if target.type == "cuda":
         result.update(_gpu_figures(target, B, H, d, d_out, repeats, fla_tokens,
                                    result["prefill_tokens_per_s_bf16"]))
+    from lat.bench_learn import learner_figures
+
     result.update(learner_figures(quick))
     result["machine"] = machine_info(target)
     result["quick"] = quick
     result["seconds"] = time.perf_counter() - started
     return result
-
-
-LEARNER_GRAM_SHAPE = {"rows": 16384, "columns": 1024, "batch": 2048}
-LEARN_SHAPE = {"states": 64, "symbols": 4, "samples": 1000, "max_len": 64}
-LEARN_SHAPE_QUICK = {"states": 20, "symbols": 4, "samples": 1000, "max_len": 64}
-
-
-def _gram_figures(quick: bool) -> dict[str, object]:
-    """The learner's float64 Gram accumulation vs one float64 matmul of the same shape.
-
-    The learner (solve.py) accumulates G = Σ_batches XᵀX over dense row batches of at most
-    BATCH_ENTRIES numbers, in numpy float64; the ceiling is one numpy float64 matmul XᵀX
-    of the whole (rows × columns) matrix. Both count 2·rows·columns² FLOPs and are timed
-    interleaved in the same run (best of the rounds).
-    """
-    import numpy as np
-
-    shape = dict(LEARNER_GRAM_SHAPE)
-    if quick:
-        shape["rows"] = 8192
-    rows, n, batch = shape["rows"], shape["columns"], shape["batch"]
-    X = np.random.default_rng(0).standard_normal((rows, n))
-    batches = [X[i : i + batch] for i in range(0, rows, batch)]
-
-    def accumulate() -> np.ndarray:
-        G = np.zeros((n, n))
-        for part in batches:
-            G += part.T @ part
-        return G
-
-    times = _side_by_side({"gram": accumulate, "gemm": lambda: X.T @ X},
-                          torch.device("cpu"), 3 if quick else 6, budget_s=5 if quick else 20,
-                          hard_s=10 if quick else 40)
-    flops = 2.0 * rows * n * n
-    return {
-        "learner_gram_gflops": flops / times["gram"] / 1e9,
-        "learner_gemm_fp64_gflops": flops / times["gemm"] / 1e9,
-        "learner_gram_fraction_of_gemm_peak": times["gemm"] / times["gram"],
-        "learner_gram_shape": shape,
-    }
-
-
-def _learn_seconds(shape: dict[str, int]) -> dict[str, object]:
-    """Wall time of `learn` on a compiled random automaton (record, fit, certify, check)."""
-    from lat.compiler import compile_source
-    from lat.learner import learn
-
-    model = compile_source(automaton_source(shape["states"], shape["symbols"], seed=1)).model
-    started = time.perf_counter()
-    result = learn(model, samples=shape["samples"], max_len=shape["max_len"])
-    seconds = time.perf_counter() - started
-    return {"seconds": seconds, "equivalent": result.equivalent,
-            "identifiable": result.certificate.identifiable, "heads": result.heads,
-            "heads_before_minimising": result.fit.heads_before_minimising,
-            "phases": result.seconds,
-            "traces": result.traces, "d": model.d,
-            "features_used": result.certificate.features_used,
-            "features_total": result.certificate.features_total}
-
-
-def learner_figures(quick: bool) -> dict[str, object]:
-    """Learner figures: Gram throughput against the float64 matmul ceiling, and the time
-    to relearn a 64-state 4-symbol automaton — under `quick` a 20-state one instead,
-    reported as `learn_20x4_*` (never as the 64×4 figure)."""
-    out = _gram_figures(quick)
-    shape = LEARN_SHAPE_QUICK if quick else LEARN_SHAPE
-    label = f"learn_{shape['states']}x{shape['symbols']}"
-    learned = _learn_seconds(shape)
-    out[f"{label}_seconds"] = learned.pop("seconds")
-    out[f"{label}_equivalent"] = learned.pop("equivalent")
-    out[f"{label}_details"] = {**shape, **learned}
-    return out
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,92 @@
+"""`lat bench`'s learner figures: the float64 Gram against the matmul ceiling, the exact
+certificate's domain analysis, and a whole default `learn` of a random automaton."""
+
+from __future__ import annotations
+
+import time
+
+import torch
+
+from lat.bench import side_by_side, automaton_source
+
+LEARNER_GRAM_SHAPE = {"rows": 16384, "columns": 1024, "batch": 2048}
+LEARN_SHAPE = {"states": 64, "symbols": 4, "max_len": 64}  # default learn: exact design
+LEARN_SHAPE_QUICK = {"states": 20, "symbols": 4, "max_len": 64}
+
+
+def _gram_figures(quick: bool) -> dict[str, object]:
+    """The learner's float64 Gram accumulation vs one float64 matmul of the same shape.
+
+    The learner (solve.py) accumulates G = Σ_batches XᵀX over dense row batches of at most
+    BATCH_ENTRIES numbers, in numpy float64; the ceiling is one numpy float64 matmul XᵀX
+    of the whole (rows × columns) matrix. Both count 2·rows·columns² FLOPs and are timed
+    interleaved in the same run (best of the rounds).
+    """
+    import numpy as np
+
+    shape = dict(LEARNER_GRAM_SHAPE)
+    if quick:
+        shape["rows"] = 8192
+    rows, n, batch = shape["rows"], shape["columns"], shape["batch"]
+    X = np.random.default_rng(0).standard_normal((rows, n))
+    batches = [X[i : i + batch] for i in range(0, rows, batch)]
+
+    def accumulate() -> np.ndarray:
+        G = np.zeros((n, n))
+        for part in batches:
+            G += part.T @ part
+        return G
+
+    times = side_by_side({"gram": accumulate, "gemm": lambda: X.T @ X},
+                          torch.device("cpu"), 3 if quick else 6, budget_s=5 if quick else 20,
+                          hard_s=10 if quick else 40)
+    flops = 2.0 * rows * n * n
+    return {
+        "learner_gram_gflops": flops / times["gram"] / 1e9,
+        "learner_gemm_fp64_gflops": flops / times["gemm"] / 1e9,
+        "learner_gram_fraction_of_gemm_peak": times["gemm"] / times["gram"],
+        "learner_gram_shape": shape,
+    }
+
+
+def _learn_seconds(shape: dict[str, int]) -> dict[str, object]:
+    """Wall time of the default `learn` on a compiled random automaton (exact domain,
+    witness design, fit, minimise, certify, proof and cross-check)."""
+    from lat.compiler import compile_source
+    from lat.learner import learn
+
+    model = compile_source(automaton_source(shape["states"], shape["symbols"], seed=1)).model
+    started = time.perf_counter()
+    result = learn(model, max_len=shape["max_len"])
+    seconds = time.perf_counter() - started
+    c, e = result.certificate, result.equivalence
+    return {"seconds": seconds, "equivalent": result.equivalent,
+            "identifiable": c.identifiable, "scope": c.scope, "proven": e.proven,
+            "proven_up_to_length": e.up_to_length, "domain_dimension": c.domain_dimension,
+            "heads": result.heads, "heads_before_minimising": result.fit.heads_before_minimising,
+            "phases": result.seconds, "traces": result.traces, "d": model.d,
+            "features_used": c.features_used, "features_total": c.features_total}
+
+
+def learner_figures(quick: bool) -> dict[str, object]:
+    """Learner figures: Gram throughput against the float64 matmul ceiling, the exact
+    certificate's domain analysis (mod5x5), and the time to relearn a 64-state 4-symbol
+    automaton — under `quick` a 20-state one, reported as `learn_20x4_*`."""
+    from lat.api import shipped_program
+    from lat.compiler import compile_source
+    from lat.learner.domain import build_domain
+
+    out = _gram_figures(quick)
+    mod5x5 = compile_source(shipped_program("mod5x5.lat"), "mod5x5.lat").model
+    started = time.perf_counter()
+    build_domain(mod5x5, max_len=64, samples=2000, seed=0)
+    out["exact_certificate_mod5x5_seconds"] = time.perf_counter() - started
+    shape = LEARN_SHAPE_QUICK if quick else LEARN_SHAPE
+    label = f"learn_{shape['states']}x{shape['symbols']}"
+    learned = _learn_seconds(shape)
+    out[f"{label}_seconds"] = learned.pop("seconds")
+    out[f"{label}_equivalent"] = learned.pop("equivalent")
+    out[f"exact_certificate_{shape['states']}x{shape['symbols']}_seconds"] = (
+        learned["phases"]["domain_analysis"])
+    out[f"{label}_details"] = {**shape, **learned}
+    return out
