@@ -7,7 +7,7 @@ import time
 
 import torch
 
-from lat.bench import side_by_side, automaton_source
+from lat.bench import automaton_source, side_by_side
 
 LEARNER_GRAM_SHAPE = {"rows": 16384, "columns": 1024, "batch": 2048}
 LEARN_SHAPE = {"states": 64, "symbols": 4, "max_len": 64}  # default learn: exact design
