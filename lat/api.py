@@ -286,8 +286,8 @@ def verify_domain(
         return keys, "exhaustive"
     if isinstance(declaration, CheckedMachine):
         alphabet = tuple(s for s in declaration.tape if s != declaration.blank)
-        return domain_words(alphabet, min(max_len, declaration.tape_cells), samples, seed)
-    return domain_words(declaration.alphabet, max_len, samples, seed)
+        return verify_words(alphabet, min(max_len, declaration.tape_cells), samples, seed)
+    return verify_words(declaration.alphabet, max_len, samples, seed)
 
 
 def effective_max_len(declaration: Checked, max_len: int) -> int:
@@ -299,7 +299,7 @@ def effective_max_len(declaration: Checked, max_len: int) -> int:
     return max_len
 
 
-def domain_words(
+def verify_words(
     alphabet: Sequence[str], max_len: int, samples: int, seed: int = 0
 ) -> tuple[list[tuple[str, ...]], str]:
     """Every word up to `max_len` when there are at most `samples`, else `samples` random ones.
