@@ -100,7 +100,7 @@ def load_model(
 
 
 def word_of(model: CompiledModel, word: str | Sequence[str]) -> tuple[str, ...]:
-    """A command-line string split per DESIGN §3, or a symbol sequence, checked."""
+    """A command-line string split per the README's input rules, or a symbol sequence, checked."""
     if isinstance(word, str):
         return model.interface.split_word(word)
     symbols = tuple(word)
@@ -109,7 +109,8 @@ def word_of(model: CompiledModel, word: str | Sequence[str]) -> tuple[str, ...]:
 
 
 def run_report(model: CompiledModel, result: RunResult) -> dict[str, object]:
-    """The `lat run --json` object (DESIGN §7) for one execution, per program kind."""
+    """The `lat run --json` object (the README's command line) for one execution, per program
+    kind."""
     interface = model.interface
     report: dict[str, object] = {
         "program": interface.program,

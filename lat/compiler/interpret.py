@@ -1,6 +1,6 @@
 """Reference interpreters: the meaning of a checked program, in plain Python.
 
-These are the semantics of DESIGN.md section 3 written as directly as possible — no numpy,
+These are the semantics of the README's DSL section written as directly as possible — no numpy,
 no torch — so that every compiled or learned model can be tested against them. An input
 outside a program's domain raises `InputError` with a one-line message.
 """

@@ -1,4 +1,5 @@
-"""The identifiability certificate (PAPER_NOTES §3, DESIGN §6), computed honestly.
+"""The identifiability certificate (Yau et al., arXiv 2410.10101, docs/ARCHITECTURE.md, "The
+certificate"), computed honestly.
 
 Λ_D = (1/N) Σ_i H(Z_i) H(Z_i)ᵀ is the uncentred second moment of the reduced features of
 the N training prefixes. The fit (solve.py) already holds it, block-diagonal over the

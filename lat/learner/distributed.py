@@ -1,7 +1,8 @@
 """The regression sharded over torch.distributed: each rank holds a shard of the traces.
 
 Every rank computes the sparse reduced features of its own sequences only. The fit then
-needs three collective steps (DESIGN §6's block structure, made global):
+needs three collective steps (the certificate's (docs/ARCHITECTURE.md) block structure, made
+global):
 
 1. **Support and blocks.** Each rank finds its shard's support columns and their
    connected components; the (column, local component) pairs are all-gathered and every

@@ -1,8 +1,10 @@
 """Reduced cubic features of MHLA prefixes, sparse, plus the connectivity of a sparse pattern.
 
 The output of one MHLA layer at position t is linear in the cubic features
-S_t[j,k] · z_t[l] with S_t = Σ_{s≤t} z_s z_sᵀ (DESIGN §1). S_t is symmetric, so the features
-(j,k,l) and (k,j,l) coincide and only j ≤ k is kept (PAPER_NOTES §2, "reduced features"):
+S_t[j,k] · z_t[l] with S_t = Σ_{s≤t} z_s z_sᵀ (docs/ARCHITECTURE.md, "The model"). S_t is
+symmetric, so the features
+(j,k,l) and (k,j,l) coincide and only j ≤ k is kept (Yau et al., arXiv 2410.10101, "reduced
+features"):
 F = d²(d+1)/2 columns.
 
 Column order (used everywhere in the learner, and by saved coefficients):

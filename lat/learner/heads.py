@@ -1,4 +1,5 @@
-"""From regression coefficients back to heads: Algorithm 1, steps 4–5 (PAPER_NOTES §2).
+"""From regression coefficients back to heads: Algorithm 1, steps 4–5 (Yau et al., arXiv
+2410.10101).
 
 The coefficients live on reduced features {j,k},l. They are lifted to the matrix
 W ∈ R^{(d_out·d) × (d·d)} with rows (a, j) = a·d + j and columns (k, l) = k·d + l, such that
@@ -21,7 +22,7 @@ Tolerances (relative, documented because they decide the head count):
   zero. Round-off in a block's SVD is ≈ n·ε·σ_max ≲ 1e-12·σ_max for the block sizes here;
   a dropped direction changes an output by at most σ·‖S‖_F‖z‖.
 
-Head packing (our addition; PAPER_NOTES §7 q.9 says the paper gives no procedure for a
+Head packing (our addition; Yau et al., arXiv 2410.10101 says the paper gives no procedure for a
 small head count). Algorithm 1 returns rank(W) heads — the *sum* of the block ranks, often
 far more than the program needs (81 blocks of rank ≤ 22 for the automaton above). Two
 blocks' leading singular pairs can share one head when the cross terms this creates,

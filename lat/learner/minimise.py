@@ -1,4 +1,4 @@
-"""Minimal heads: the fewest heads that compute the learned function (issue #5, item 4).
+"""Minimal heads: the fewest heads that compute the learned function.
 
 Algorithm 1 returns rank(W) heads, where W is *one* matrix whose symmetrisation gives the
 fitted coefficients p̂ (heads.py). But every head set Θ with the same outputs on the data

@@ -1,6 +1,7 @@
 """SGD baseline: an H-head MHLA trained with Adam on the same traces as the regression.
 
-The model is DESIGN §1's, scale 1, no normalisation (the paper's, PAPER_NOTES §1):
+The model is the model's (docs/ARCHITECTURE.md, "The model"), scale 1, no normalisation (the
+paper's, Yau et al., arXiv 2410.10101):
 
     y_t = Σ_h V_h Σ_{s≤t} z_s (z_sᵀ Q_h z_t),     V (H, d_out, d), Q (H, d, d).
 
@@ -9,7 +10,8 @@ the samples `solve.fit` regresses on, so the two training errors are comparable.
 
 Initialisation (documented because it decides the early curve): every entry of V and Q is
 drawn i.i.d. N(0, 1)/√d from a `torch.Generator` seeded with `seed` — the authors' code's
-init (PAPER_NOTES §5.1), here without their 1/(H√d) output scale (it can be folded into V,
+init (Yau et al., arXiv 2410.10101), here without their 1/(H√d) output scale (it can be folded
+into V,
 and our model has scale 1). The loss is the mean squared error over every real (unpadded)
 position and output coordinate; sequences are zero-padded at the end into batches, which
 cannot change earlier outputs because the model is causal. Optimiser: plain Adam

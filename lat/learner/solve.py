@@ -16,7 +16,8 @@ minimum-norm solution, computed in three steps that exploit the structure of the
    row batches of at most `BATCH_ENTRIES` numbers (the full design matrix never exists
    densely), and Λ_b = G_b/N is diagonalised with `eigh`. When a block has fewer samples
    than columns the same eigenpairs come from the N_b×N_b kernel X_bX_bᵀ instead (the
-   dual, DESIGN §6). The eigen-decomposition is kept for the certificate.
+   dual, docs/ARCHITECTURE.md, "The certificate"). The eigen-decomposition is kept for the
+   certificate.
 
 Eigenvalue cut-off (decides the rank of every block, hence the minimum-norm solution and
 the span used by the certificate): an eigenvalue λ of Λ_b counts as zero when

@@ -19,7 +19,8 @@ is consumed), ``"input:C"`` (the symbol in cell C of the input, or `input_fill` 
 end; nothing is consumed), ``"output:NAME"`` (the value decoded for output field NAME at the
 previous position), ``"const:VALUE"`` (a fixed value). Values are matched by name, so a
 source's value set need not equal the field's. A product field takes two sources, or three:
-(a, b, c) embeds e_(a,b) − e_(a,c) — the sum-of-deltas write of DESIGN §4 (zero when b = c).
+(a, b, c) embeds e_(a,b) − e_(a,c) — the sum-of-deltas write of docs/ARCHITECTURE.md, "The model"
+(zero when b = c).
 
 Feedback. `feed` is a cycle of token specs: a program that spends k tokens per step lists k
 specs, used in turn. Each output field must be decoded at every position; a construction
@@ -157,7 +158,7 @@ class Interface:
         return (*self.input_alphabet, self.input_other)
 
     def split_word(self, text: str) -> tuple[str, ...]:
-        """Split a command-line word into symbols (DESIGN §3) and check every one.
+        """Split a command-line word into symbols (the README's input rules) and check every one.
 
         Whitespace splits when there is any; otherwise single characters when every symbol
         of the alphabet is one character; otherwise the whole text is one symbol. "" is the

@@ -1,6 +1,7 @@
 """Lower a bounded Turing machine to MHLA weights (weights placement): one token per step.
 
-The tape is read by linear attention through a sum of deltas (DESIGN §4). Token fields:
+The tape is read by linear attention through a sum of deltas (docs/ARCHITECTURE.md, "The model").
+Token fields:
 - `cell` one-hot over the N cells: the cell a token writes to (the key of tape reads);
 - `cell_symbol` the product cell ⊗ tape symbol, signed: the prompt's token for cell c holds
   e_c⊗e_x (x the input symbol or the blank); a step's token holds e_p⊗(e_new − e_old) for the

@@ -3,7 +3,8 @@
 - `mhla_parallel`   one masked (T×T) attention block: O(T²), best for short T;
 - `mhla_chunked`    chunks of C tokens with the shared state carried between them.
 
-Why they are fast (DESIGN §1). Every head attends with the *same* keys and values — the
+Why they are fast (docs/ARCHITECTURE.md, "The model"). Every head attends with the *same* keys and
+values — the
 raw tokens — so one state S_t = Σ_{s≤t} z_s z_sᵀ (d×d) serves all H heads, where a
 textbook per-head kernel keeps H states of d×d_out and updates each. The chunked form
 therefore computes, per chunk of C tokens and for all heads at once,

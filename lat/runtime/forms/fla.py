@@ -1,7 +1,8 @@
 """MHLA through flash-linear-attention's Triton chunk kernel (the optional `gpu` extra).
 
 Per head, MHLA is ordinary causal linear attention with query Q_h z, key z and value
-V_h z (DESIGN §1), which is exactly what `fla.ops.simple_gla.chunk_simple_gla` computes
+V_h z (docs/ARCHITECTURE.md, "The model"), which is exactly what
+`fla.ops.simple_gla.chunk_simple_gla` computes
 with no gate (g=None) and scale 1: o_t^h = Σ_{s≤t} (q_t^h · k_s) v_s^h. Summing o over
 heads gives y. `fla_inputs` is that mapping; tests check it on the CPU against fla's own
 pure-torch `fla.ops.simple_gla.naive` where fla is installed.

@@ -163,7 +163,8 @@ def fold(S: torch.Tensor, p: Prepared) -> torch.Tensor:
 class RecurrentState:
     """The running sum of the past, in one of two layouts.
 
-    layout "shared": S (B, d, d) = Σ z zᵀ — one state for all heads (DESIGN §1); every
+    layout "shared": S (B, d, d) = Σ z zᵀ — one state for all heads (docs/ARCHITECTURE.md, "The
+    model"); every
     form can continue from it. layout "folded": Nᵀ (B, d, d_out) = Σ_h Q_hᵀ S V_hᵀ — the
     heads summed into the state, so y = Nz; smaller when d_out < d, decode-only.
     `length` counts tokens seen (for normalise).
