@@ -78,7 +78,6 @@ __all__ = ["Decompilation", "decompile"]
 
 MAX_EXAMPLES = 3  # example prefixes kept per value seen at an entry
 FLOATS_PER_CALL = 1 << 22  # recorded token floats per rollout call (memory bound)
-MAX_ROUNDS = 64  # exploration rounds (a consistent model needs one or two)
 MOVES = ("L", "S", "R")
 
 
@@ -453,7 +452,7 @@ def _automaton(model: CompiledModel, samples: int, max_len: int,
 
     # Breadth-first exploration: one rollout per layer, each state expanded once.
     read([()])
-    for _ in range(MAX_ROUNDS):
+    while True:  # ends: the state field's values are finite
         frontier = [q for q in access if q not in expanded]
         if not frontier:
             break
@@ -475,7 +474,7 @@ def _automaton(model: CompiledModel, samples: int, max_len: int,
     read(extra)
     # States first decoded by those words (only a model with disagreeing readings, or one
     # whose random words reach what the exploration did not) are explored as well.
-    for _ in range(MAX_ROUNDS):
+    while True:  # ends: the state field's values are finite
         frontier = [q for q in access if q not in expanded]
         if not frontier:
             break

@@ -93,6 +93,20 @@ def test_length_bound_from_the_weights():
     assert decompile(context, **FAST).proven_length is None
 
 
+def test_deep_automaton_is_explored_to_the_end():
+    """A chain of 70 states: the exploration takes as many layers as the chain is long."""
+    names = [f"q{i}" for i in range(70)]
+    text = ("automaton chain {\n  alphabet: a, b\n  states: " + ", ".join(names)
+            + "\n  start: q0\n  accept: q69\n"
+            + "".join(f"  {q} a -> {names[min(i + 1, 69)]}\n  {q} b -> {q}\n"
+                      for i, q in enumerate(names)) + "}\n")
+    compilation = compile_source(text)
+    report = decompile(compilation.model, against=compilation.declaration, samples=4,
+                       max_len=8)
+    assert report.consistent and report.equivalent_to_reference
+    assert len(report.declaration.states) == 70
+
+
 def test_automaton_renaming_is_reported_for_isomorphic_programs():
     text = shipped_program("parity.lat")
     model = compile_source(text).model
