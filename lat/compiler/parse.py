@@ -9,6 +9,7 @@ not syntax errors: they reach the checker, which reports them with positions.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import importlib.resources
 from collections.abc import Iterable
@@ -49,7 +50,13 @@ def parse_program(text: str, filename: str = "<string>") -> ast.Program:
         tree = _parser().parse(text)
     except lark.UnexpectedInput as error:
         raise LatError(_diagnostic(error, text, filename)) from None
-    declarations = _ToAst().transform(tree)
+    try:
+        declarations = _ToAst().transform(tree)
+    except lark.exceptions.VisitError as error:  # a located LatError from a transformer rule
+        if isinstance(error.orig_exc, LatError):
+            located = dataclasses.replace(error.orig_exc.diagnostic, filename=filename)
+            raise LatError(located) from None
+        raise
     return ast.Program(declarations=tuple(declarations), filename=filename)
 
 
@@ -71,6 +78,19 @@ def _unescape(quoted: str) -> str:
         else:
             out.append(char)
     return "".join(out)
+
+
+#: More digits than any bound could use (a bound beyond 10**30 is refused by its size
+#: estimate anyway); longer numbers are refused here, before Python's int conversion limit.
+MAX_DIGITS = 30
+
+
+def _number(token: Token) -> int:
+    if len(str(token).lstrip("0")) > MAX_DIGITS:
+        raise LatError(Diagnostic("", _pos(token), f"number of {len(str(token)):,} digits is "
+                                  f"too large for a bound (at most {MAX_DIGITS} digits)",
+                                  "write a bound a machine can run, e.g. 'steps 1000'"))
+    return int(str(token))
 
 
 def _name(token: Token) -> ast.Name:
@@ -131,7 +151,7 @@ class _ToAst(Transformer):
         return self._item(keyword, symbol)
 
     def bound(self, keyword: Token, _steps: Token, steps: Token, _tape: Token, cells: Token):
-        return self._item(keyword, ast.Bound(int(steps), int(cells), _pos(keyword)))
+        return self._item(keyword, ast.Bound(_number(steps), _number(cells), _pos(keyword)))
 
     # body lines
     def transition(self, state: Token, symbols, target: Token) -> ast.Transition:

@@ -88,12 +88,18 @@ def estimate(declaration: object, placement: str = "weights", dim: int | None = 
 
 
 def format_bytes(count: float) -> str:
-    """1536 → '1.5 KiB'; binary units, three significant figures."""
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB", "PiB"):
-        if abs(count) < 1024 or unit == "PiB":
-            return f"{count:.0f} {unit}" if unit == "B" else f"{count:.3g} {unit}"
-        count /= 1024
-    return f"{count:.3g} EiB"  # pragma: no cover - the loop returns
+    """1536 → '1.5 KiB'; binary units, three significant figures (exact for any int)."""
+    units = ("B", "KiB", "MiB", "GiB", "TiB", "PiB")
+    for power, unit in enumerate(units):
+        if count < 1024 ** (power + 1) or unit == "PiB":
+            if unit == "B":
+                return f"{count} B"
+            whole, rest = divmod(int(count), 1024**power)
+            if whole < 10**15:
+                return f"{whole + rest / 1024**power:.3g} {unit}"
+            digits = str(whole)  # beyond a float's range: mantissa and exponent by hand
+            return f"{digits[0]}.{digits[1:3]}e+{len(digits) - 1} PiB"
+    raise AssertionError("unreachable")  # pragma: no cover
 
 
 def parse_bytes(text: str) -> int:
