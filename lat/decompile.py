@@ -162,6 +162,7 @@ class _Entry:
     values: dict[object, list] = field(default_factory=dict)  # value → [count, examples]
     min_margin: float = math.inf
     unresolved: int = 0
+    invalid: int = 0  # readings that are no transition of the program kind at all
     prefixes: set = field(default_factory=set)
 
     def add(self, value: object, margin: float, resolved: bool, example: dict) -> None:
@@ -384,7 +385,7 @@ def _finish(kind: str, book: _Book, describe, value_json, program: str | None,
     entries, bad = [], []
     smallest = math.inf
     for key, entry in book.entries.items():
-        agreed = len(entry.values) == 1
+        agreed = len(entry.values) == 1 and not entry.invalid
         resolved = entry.unresolved == 0
         smallest = min(smallest, entry.min_margin)
         row: dict[str, object] = {
@@ -399,12 +400,16 @@ def _finish(kind: str, book: _Book, describe, value_json, program: str | None,
         }
         entries.append(row)
         if not (agreed and resolved):
+            reasons = []
+            if len(entry.values) > 1:
+                reasons.append("readings disagree")
+            if entry.invalid:
+                reasons.append(f"{entry.invalid} readings are no valid transition")
+            if not resolved:
+                reasons.append(f"{entry.unresolved} readings with a margin fp32 cannot resolve")
             bad.append({
                 **row,
-                "why": ("readings disagree" if not agreed else "")
-                + (" and " if not agreed and not resolved else "")
-                + (f"{entry.unresolved} readings with a margin fp32 cannot resolve"
-                   if not resolved else ""),
+                "why": "; ".join(reasons),
                 "seen": [{"value": value_json(value), "readings": count, "examples": examples}
                          for value, (count, examples) in entry.values.items()],
             })
@@ -790,16 +795,22 @@ def _machine_readings(rows: list[dict[str, str]], start: str, cells: int,
             head = int(a["head"])
             moves = frozenset({b["move"]}) & set(MOVES)
             taken = i + 1 < len(rows)
-            if taken and b["halt"] == "no" and not _move(head, rows[i + 1]["head"], cells) & moves:
-                moves = frozenset()
+            problem = None if moves else f"move {b['move']}"
+            if taken and b["halt"] == "no" and moves:
+                after = rows[i + 1]["head"]
+                if not _move(head, after, cells) & moves:
+                    problem = f"move {b['move']} from cell {head} lands on {after}"
             row = {**b, "read": a["read"]}
-            readings.append((i, a["state"], head, row, moves, taken))
+            readings.append((i, a["state"], head, row, moves, taken, problem))
         return readings
     state, head = start, 0
     for i, row in enumerate(rows):
-        moves = _move(head, row["head"], cells) if row["cell"] == str(head) else frozenset()
+        moves = _move(head, row["head"], cells)
+        problem = (f"writes cell {row['cell']} with the head on {head}"
+                   if row["cell"] != str(head) else
+                   None if moves else f"no move takes the head from {head} to {row['head']}")
         taken = i + 1 < len(rows)
-        readings.append((i, state, head, row, moves, taken))
+        readings.append((i, state, head, row, moves, taken, problem))
         if row["head"] == "out" or row["halt"] == "yes":
             break
         state, head = row["state"], int(row["head"])
@@ -816,7 +827,6 @@ def _machine(model: CompiledModel, samples: int, max_len: int,
     cells = int(interface.max_input_length or 0)
     words, exhaustive = _machine_inputs(interface, samples, rng)
     book = _Book()  # (state, symbol) → (halt, write, next, moves) ; moves merge below
-    problems: list[str] = []
     reached: dict[str, None] = {start: None}
     executed: set[str] = set()
     reaching: dict[str, dict[tuple[str, ...], None]] = defaultdict(dict)  # state → inputs
@@ -830,7 +840,7 @@ def _machine(model: CompiledModel, samples: int, max_len: int,
             rows = [dict(zip(result.decoded, values, strict=True))
                     for values in zip(*result.decoded.values(), strict=True)]
             readings = _machine_readings(rows, start, cells, context)
-            for number, (i, state, head, row, moves, taken) in enumerate(readings):
+            for number, (i, state, head, row, moves, taken, problem) in enumerate(readings):
                 symbol = tape[head]
                 executed.add(state)
                 reaching[state][word] = None
@@ -839,11 +849,14 @@ def _machine(model: CompiledModel, samples: int, max_len: int,
                     value: tuple = ("yes", None, None, None)
                 else:
                     if row["read"] != symbol:  # the model misreads its own tape
-                        moves = frozenset({f"read {row['read']}"})
-                    value = ("no", row["write"], row["state"], moves)
+                        problem = f"reads {row['read']} where the tape holds {symbol}"
+                    value = (("bad", problem) if problem else
+                             ("no", row["write"], row["state"], moves))
                     reached.setdefault(row["state"], None)
                 book.add((state, symbol), value, float(margin[i]), bool(resolved[i]),
                          example)
+                if problem:
+                    book.entries[(state, symbol)].invalid += 1
                 if value[0] == "no" and taken:
                     tape[head] = row["write"]
 
@@ -880,7 +893,7 @@ def _machine(model: CompiledModel, samples: int, max_len: int,
     for entry in book.entries.values():
         merged: dict[object, list] = {}
         for value, slot in entry.values.items():
-            if value[0] == "yes":
+            if value[0] != "no":
                 merged.setdefault(value, [0, []])
                 merged[value][0] += slot[0]
                 merged[value][1].extend(slot[1][:MAX_EXAMPLES - len(merged[value][1])])
@@ -895,26 +908,22 @@ def _machine(model: CompiledModel, samples: int, max_len: int,
             else:
                 merged[value] = [slot[0], list(slot[1])]
         entry.values = merged
-    for entry in book.entries.values():  # an empty move set is no transition at all
+    halting: dict[str, dict[str, list[str]]] = defaultdict(lambda: defaultdict(list))
+    for (state, symbol), entry in book.entries.items():
         for value in entry.values:
-            if value[0] == "no" and not (value[3] & set(MOVES)):
-                entry.values = {**entry.values, ("invalid",): [0, []]}
-                break
-    halting: dict[str, set] = defaultdict(set)
-    for (state, _), entry in book.entries.items():
-        for value in entry.values:
-            halting[state].add(value[0])
+            if value[0] in ("yes", "no"):
+                halting[state][value[0]].append(symbol)
     for state, kinds in halting.items():
-        if len(kinds) > 1:
-            problems.append(state)
-            book.add(("halt", state), "yes", math.inf, True, {"entries": "some"})
-            book.add(("halt", state), "no", math.inf, True, {"entries": "others"})
+        if len(kinds) > 1:  # halting is a property of a state in `.lat`
+            for verdict, symbols in kinds.items():
+                book.add(("halt", state), verdict, math.inf, True,
+                         {"reading": sorted(set(symbols))})
 
     states = [s for s in (*interface.output_field("state").values,) if s in reached
               or s in executed]
     if start not in states:
         states.insert(0, start)
-    halt = [q for q in states if halting.get(q) == {"yes"} or q not in executed]
+    halt = [q for q in states if set(halting.get(q, ())) == {"yes"} or q not in executed]
     if not halt:  # `.lat` needs a halting state; none was seen: name one, unreachable
         spare = [s for s in interface.output_field("state").values if s not in states]
         halt = [spare[0] if spare else "halted"]
@@ -977,8 +986,10 @@ def _machine(model: CompiledModel, samples: int, max_len: int,
                      f"{', '.join(ambiguous[:8])}" + (" …" if len(ambiguous) > 8 else ""))
 
     def value_json(value: object) -> object:
-        if not isinstance(value, tuple) or value[0] == "invalid":
-            return value if not isinstance(value, tuple) else "no valid transition"
+        if not isinstance(value, tuple):
+            return {"halt": value == "yes"}
+        if value[0] == "bad":
+            return {"invalid": value[1]}
         if value[0] == "yes":
             return {"halt": True}
         moves = sorted(value[3])

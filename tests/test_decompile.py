@@ -26,6 +26,7 @@ from lat.compiler.errors import LatError
 from lat.compiler.interpret import run as interpret
 from lat.compiler.parse import parse_program
 from lat.decompile import decompile
+from lat.runtime.device import single_thread
 from lat.runtime.errors import InputError
 from lat.runtime.execute import rollout
 from lat.runtime.model import CompiledModel
@@ -196,8 +197,9 @@ def test_sgd_trained_model_is_decompiled_or_refused_with_reasons():
 
     compilation = compile_source(shipped_program("parity.lat"))
     words = sample_words(compilation.model.interface, 24, 8, np.random.default_rng(0))
-    trained = train_sgd(record_traces(compilation.model, words), heads=1, steps=30,
-                        lr=3e-2, batch_size=8, eval_every=30)
+    with single_thread(True):  # tiny matrices: two threads on a busy machine cost 50×
+        trained = train_sgd(record_traces(compilation.model, words), heads=1, steps=30,
+                            lr=3e-2, batch_size=8, eval_every=30)
     model = CompiledModel(V=torch.from_numpy(trained.V), Q=torch.from_numpy(trained.Q),
                           interface=compilation.model.interface, info={"origin": "sgd"})
     report = decompile(model, against=compilation.declaration, **FAST)
@@ -280,6 +282,27 @@ def test_changed_machine_and_memory_entries_are_reported():
     assert report.equivalent_to_reference is False
     assert report.differences == [{"entry": "france", "model": "paris", "reference": "lyon"}]
     assert report.distinguishing_input == ["france"]
+
+
+def test_machine_that_misreads_its_tape_is_not_decompilable():
+    """increment whose carry head decodes `read _` for a 1 on cell 3: the model's own tape
+    (the sum of its writes) goes wrong, which no `.lat` machine does."""
+    model = compile_source(shipped_program("increment.lat")).model
+    interface = model.interface
+    read = dict(interface.output_slices())[interface.output_field("read")]
+    tape = interface.output_field("read").values
+    column = (interface.token_offset("cell_symbol")
+              + interface.token_field("cell_symbol").index(("3", "1")))
+    V = model.V.clone()
+    V[0, read + tape.index("1"), column] = 0.0
+    V[0, read + tape.index("_"), column] = 1.0
+    report = decompile(dataclasses.replace(model, V=V), **FAST)
+    assert not report.consistent and report.program is None
+    bad = {entry["entry"]: entry for entry in report.inconsistent}
+    assert "no valid transition" in bad["carry 1"]["why"]
+    invalid = [s for s in bad["carry 1"]["seen"] if "invalid" in s["value"]]
+    assert invalid[0]["value"] == {"invalid": "reads _ where the tape holds 1"}
+    assert invalid[0]["examples"][0]["input"] == ["1", "1", "1", "1"]  # the shortest
 
 
 def _history_dependent() -> CompiledModel:
