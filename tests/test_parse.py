@@ -206,3 +206,26 @@ def test_no_lark_exception_escapes() -> None:
             pass
         except lark.LarkError as error:  # pragma: no cover - the failure being tested
             pytest.fail(f"lark error escaped for {text!r}: {error!r}")
+
+
+def test_absurd_numbers_are_located_errors() -> None:
+    text = "machine m { bound: steps " + "9" * 5000 + ", tape 3 }"
+    diagnostic = error_of(text).diagnostic
+    assert (diagnostic.pos.line, diagnostic.pos.col) == (1, 26)
+    assert "5,000 digits is too large" in diagnostic.message
+    assert diagnostic.filename == "t.lat"
+    program = parse_program("machine m { bound: steps 000000000000000000000000000000000000001, "
+                            "tape 3 }")  # leading zeros do not count
+    assert program.declarations[0].bound.steps == 1
+
+
+def test_a_byte_order_mark_is_not_part_of_the_program() -> None:
+    program = parse_program("\ufeffautomaton a { q 0 -> q }")
+    assert program.declarations[0].pos.col == 1
+
+
+def test_byte_counts_format_beyond_a_float() -> None:
+    from lat.compiler.lower import format_bytes
+
+    assert format_bytes(1536) == "1.5 KiB" and format_bytes(3 * 1024**3) == "3 GiB"
+    assert format_bytes(10**400).endswith("e+384 PiB")
