@@ -297,9 +297,10 @@ def cmd_verify(args: argparse.Namespace) -> int:
     compilation = api.compile_file(args.file, name=args.name, placement=args.program_in,
                                    max_memory=args.max_memory)
     _warnings(compilation)
-    if compilation.model.interface.kind == "memory" and args.max_len is not None:
-        raise UsageError("--max-len bounds words; a memory's verify checks every key (and "
-                         "keys outside the table): leave it out")
+    if compilation.model.interface.kind == "memory" and (args.max_len is not None
+                                                         or args.samples is not None):
+        raise UsageError("--max-len and --samples choose words; a memory's verify checks "
+                         "every key (and keys outside the table): leave them out")
     with progress_bar(not args.json) as progress:
         report = api.verify(compilation, max_len=8 if args.max_len is None else args.max_len,
                             samples=args.samples or 20_000, seed=args.seed,
