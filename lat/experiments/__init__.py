@@ -65,6 +65,7 @@ def run_experiment(name: str, quick: bool = False, out: Path | str = Path("exper
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # tiny problems: one thread is faster and steadier under load
     started = time.perf_counter()
+    cpu_started = time.process_time()
     try:
         result = EXPERIMENTS[name](quick=quick, out=out, scale=scale)
     finally:
@@ -72,6 +73,7 @@ def run_experiment(name: str, quick: bool = False, out: Path | str = Path("exper
     result = jsonable({"experiment": name, "quick": quick,
                        "size": "quick" if quick else "full", "scale": scale, **result,
                        "seconds_total": round(time.perf_counter() - started, 3),
+                       "cpu_seconds": round(time.process_time() - cpu_started, 3),
                        "machine": machine(load_start)})
     (out / f"{name}.json").write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")
     return result

@@ -141,8 +141,14 @@ def run(quick: bool = False, out: Path = Path("."), scale: float = 1.0) -> dict:
     ax.xaxis.set_major_formatter(ScalarFormatter())
     ax.xaxis.set_minor_formatter(NullFormatter())
     ax.set_xlabel("context length n (examples in the prompt)")
-    ax.set_ylabel("test MSE at the query (predicting 0 costs tr Σ = 10)")
-    ax.set_title(f"In-context linear regression, m={m}, Σ=diag{tuple(sigma.round(2))}")
+    ax.set_ylabel("test MSE at the query (log; predicting 0: 10)")
+    ax.yaxis.set_major_formatter(ScalarFormatter())
+    ax.yaxis.set_minor_formatter(NullFormatter())
+    low = min(min(r[k] for r in rows) for k in ("loss_alg1", "loss_sgd", "loss_gd_optimal"))
+    high = max(r["loss_gd_identity"] for r in rows)
+    ax.set_yticks([float(f"{v:.2g}") for v in np.geomspace(low, high, 5)])
+    ax.set_title(f"In-context linear regression, m={m}, "
+                 f"Σ=diag({', '.join(f'{x:g}' for x in sigma)})", fontsize=10)
     ax.legend(fontsize=8)
     plot = save_plot(fig, out, "icl-regression.png")
     return {"setting": {"m": m, "sigma_diag": sigma, "train_prompts": n_train,

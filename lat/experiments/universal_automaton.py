@@ -45,7 +45,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from lat.experiments import pyplot, save_plot
+from lat.experiments import pyplot
 
 SYMBOLS = ("0", "1")
 TRAIN_MAX_LEN, HELD_MAX_LEN = 12, 24
@@ -274,7 +274,11 @@ def _plot(curves: dict, softmax_curves: dict, out: Path) -> str:
         ax.set_xlabel("training traces (random automata, one word each)")
         ax.set_ylabel("held-out runs exact (fraction)")
         ax.set_title(f"{Q} states")
-        ax.legend(fontsize=7, loc="lower right")
+    handles, labels = axes[0][0].get_legend_handles_labels()
     fig.suptitle("Universal automaton executor: held-out exactness vs training traces",
                  fontsize=10)
-    return save_plot(fig, out, "universal-automaton.png")
+    fig.legend(handles, labels, loc="lower center", ncol=4, fontsize=8, frameon=False)
+    fig.tight_layout(rect=(0, 0.08, 1, 1))
+    fig.savefig(out / "universal-automaton.png", dpi=110)
+    plt.close(fig)
+    return "universal-automaton.png"
