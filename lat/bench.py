@@ -14,7 +14,8 @@ repetitions, not ratios):
   hand-written chunked baseline `forms.naive_chunked` (default threads);
 - `decode_us_per_token`: one recurrent step at batch 1 (a CUDA graph on a GPU);
 - `rollout_symbols_per_s`: batched rollout of a compiled 20-state automaton over 256
-  words of 1,000 symbols.
+  words of 1,000 symbols;
+- `machine_us_per_step`, `long_input_symbols_per_s`: single runs (see `bench_runs`).
 
 FLOPs per token (multiply-add = 2), chunk length C:
   fused shared-state form   4·H·d² + 4·H·C·d + 2·H·d·d_out + 2·d²
@@ -319,7 +320,8 @@ def summary_rows(result: dict[str, object]) -> list[tuple[str, str]]:
         "prefill_flops_per_token", "prefill_fraction_of_gemm_peak",
         "prefill_fraction_of_small_gemm", "speedup_vs_reference_loop",
         "speedup_vs_naive_chunked", "prefill_tokens_per_s_bf16", "decode_us_per_token",
-        "rollout_symbols_per_s", "prefill_vs_fla", "prefill_bandwidth_fraction_long",
+        "rollout_symbols_per_s", "machine_us_per_step", "long_input_symbols_per_s",
+        "prefill_vs_fla", "prefill_bandwidth_fraction_long",
     )
     rows = [(key, number(result[key])) for key in keys if key in result]
     rows.append(("shape (B, T, H, d)",
@@ -400,6 +402,9 @@ def run_bench(quick: bool = False, device: str = "auto",
     rolled = _rollout(target, 1 if quick else 3)
     result["rollout_symbols_per_s"] = rolled["symbols_per_s"]
     result["rollout_shape"] = {**ROLLOUT_SHAPE, "d": rolled["d"], "d_out": rolled["d_out"]}
+    from lat.bench_runs import single_run_figures
+
+    result.update(single_run_figures(quick))
     if target.type == "cuda":
         result.update(_gpu_figures(target, B, H, d, d_out, repeats, fla_tokens,
                                    result["prefill_tokens_per_s_bf16"]))

@@ -12,7 +12,8 @@ KEYS = (
     "gemm_gflops", "small_gemm_gflops", "prefill_tokens_per_s", "prefill_flops_per_token",
     "prefill_fraction_of_gemm_peak", "prefill_fraction_of_small_gemm",
     "speedup_vs_reference_loop", "speedup_vs_naive_chunked", "prefill_tokens_per_s_bf16",
-    "decode_us_per_token", "rollout_symbols_per_s", "device", "B", "T", "H", "d",
+    "decode_us_per_token", "rollout_symbols_per_s", "machine_us_per_step",
+    "long_input_symbols_per_s", "device", "B", "T", "H", "d",
 )
 
 
@@ -21,7 +22,7 @@ def test_bench_reports_every_figure():
     json.dumps(result)  # serialisable as printed by --json
     for key in KEYS:
         assert key in result, key
-    for key in KEYS[:11]:
+    for key in KEYS[:13]:
         assert isinstance(result[key], (int, float)) and math.isfinite(result[key])
         assert result[key] > 0, key
     assert (result["B"], result["T"], result["H"], result["d"]) == (2, 48, 2, 8)

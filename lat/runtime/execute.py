@@ -39,7 +39,8 @@ import torch
 
 from lat.runtime.device import resolve_device, single_thread
 from lat.runtime.errors import InputError, PrecisionError
-from lat.runtime.forms import FORMATS, KERNELS, prepare
+from lat.runtime.fast import run_single
+from lat.runtime.forms import FORMATS, KERNELS
 from lat.runtime.interface import Interface
 from lat.runtime.model import CompiledModel
 from lat.runtime.steppers import DenseStepper, ReferenceStepper, SparseStepper
@@ -131,6 +132,7 @@ def rollout(
     device: str | torch.device = "auto",
     kernel: str = "auto",
     on_unresolved: str = "flag",
+    history: bool = True,
 ) -> list[RunResult]:
     """Execute `model` on every input word; results are in input order.
 
@@ -142,6 +144,9 @@ def rollout(
     (dense steps), "parallel"/"chunked"/"fla" (the prefill form), "reference"
     (= reference=True: the loop definition at every step, slow).
     on_unresolved: "flag" (margin_resolved=False) or "raise" (PrecisionError).
+    history: keep the decoded outputs of every answer position (default); False keeps
+    only the last position's (`decoded` holds one value per field), so memory does not
+    grow with the input (a long stream). Margins are checked at every position either way.
     """
     if dtype not in DTYPES:
         raise ValueError(f"unknown dtype '{dtype}' (choose from {', '.join(DTYPES)})")
@@ -169,7 +174,7 @@ def rollout(
         for start in range(0, len(order), batch_size):
             chosen = order[start : start + batch_size]
             batch = _rollout_batch(model, [words[i] for i in chosen], reference,
-                                   DTYPES[dtype], weights, record, target, kernel)
+                                   DTYPES[dtype], weights, record, target, kernel, history)
             for i, result in zip(chosen, batch, strict=True):
                 results[i] = result
     final = [r for r in results if r is not None]
@@ -192,13 +197,14 @@ def _rollout_batch(
     record: bool,
     device: torch.device,
     kernel: str,
+    history: bool = True,
 ) -> list[RunResult]:
     interface = model.interface
     batch, d = len(words), interface.d
     V, Q = model.V.to(device), model.Q.to(device)
     tokens = Tokens(interface, words, device)
-    prepared = prepare(V, Q, weights)
-    nonnegative = prepared.nonnegative and tokens.nonnegative  # then no output cancels
+    # then no output cancels (as `prepare(...).nonnegative`, without preparing the weights)
+    nonnegative = bool((V >= 0).all() and (Q >= 0).all()) and tokens.nonnegative
     decode = Decode(interface, nonnegative, device)
 
     def stepper(V: torch.Tensor, Q: torch.Tensor, absolute: bool = False):
@@ -218,12 +224,35 @@ def _rollout_batch(
     # E = Σ|V| S_abs |Q| |z|: needed only when low-precision terms can cancel.
     bound = stepper(V.abs(), Q.abs(), absolute=True) if rounding and not nonnegative else None
 
+    halt_rules = [
+        (name, interface.output_field(name).values.index(value))
+        for name, value in interface.halt_on
+    ]
+    limit = interface.max_steps if interface.max_steps is not None else math.inf
+    cycle = tokens.feed
+    if not (any(plan.uses_input for plan in cycle) or halt_rules or math.isfinite(limit)):
+        raise ValueError("the interface never stops: its feedback reads no input and it "
+                         "has neither a halting rule nor max_steps")
+    prompt = tokens.prompt
+    prefill = (
+        not reference and len(prompt) >= PREFILL_MIN and kernel != "recurrent"
+        and not any(plan.uses_output for plan in prompt)
+        and main.prefill_pays(len(prompt), max(len(p.fields) for p in prompt))
+    )
+    if (batch == 1 and device.type == "cpu" and isinstance(main, SparseStepper)
+            and bound is None and not prefill
+            and (main.decoder.unit or main.decoder.sparse)
+            and sum(plan.uses_input for plan in prompt) <= len(words[0])):
+        # one sequence on the CPU: plain Python and numpy, no per-op torch overhead
+        single = run_single(tokens, main.decoder, interface, decode.nonnegative, words[0],
+                            dtype, record, history, rounding)
+        return [_single_result(interface, words[0], single, tokens, dtype, len(prompt))]
+
     active = torch.ones(batch, dtype=torch.bool, device=device)
     halted = torch.zeros(batch, dtype=torch.bool, device=device)
     pointer = 0
     decoded: dict[str, torch.Tensor] | None = None
-    answers: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor,
-                        torch.Tensor | None]] = []
+    answers = _Answers(batch, dtype, rounding, history, device)
     recorded_coords: list[torch.Tensor] = []
     recorded_y: list[torch.Tensor] = []
 
@@ -232,8 +261,8 @@ def _rollout_batch(
         indices, margin, magnitude = decode(y)
         decoded = {name: indices[:, j] for j, name in enumerate(decode.names)}
         if answer:
-            answers.append((indices, margin, magnitude, active,
-                            None if e is None else e.amax(dim=1)))
+            answers.add(indices, margin, magnitude, active,
+                        None if e is None else e.amax(dim=1))
 
     def advance(plan: SpecPlan, answer: bool) -> None:
         """One token per row: embed, step the state (finished rows padded), decode."""
@@ -250,12 +279,6 @@ def _rollout_batch(
             recorded_y.append(y)
         finish(y, e, answer=answer)
 
-    prompt = tokens.prompt
-    prefill = (
-        not reference and len(prompt) >= PREFILL_MIN and kernel != "recurrent"
-        and not any(plan.uses_output for plan in prompt)
-        and main.prefill_pays(len(prompt), max(len(p.fields) for p in prompt))
-    )
     if prefill:
         columns, masks = [], []
         for plan in prompt:
@@ -277,15 +300,6 @@ def _rollout_batch(
         for position, plan in enumerate(prompt):
             advance(plan, answer=position == len(prompt) - 1)
 
-    halt_rules = [
-        (name, interface.output_field(name).values.index(value))
-        for name, value in interface.halt_on
-    ]
-    limit = interface.max_steps if interface.max_steps is not None else math.inf
-    cycle = tokens.feed
-    if not (any(plan.uses_input for plan in cycle) or halt_rules or math.isfinite(limit)):
-        raise ValueError("the interface never stops: its feedback reads no input and it "
-                         "has neither a halting rule nor max_steps")
     step = 0
     while cycle and step < limit:
         feed = cycle[step % len(cycle)]
@@ -299,9 +313,42 @@ def _rollout_batch(
         advance(feed, answer=True)
         step += 1
 
-    return _collect(interface, words, answers, active, halted, dtype, weights, rounding,
-                    tokens, recorded_coords if record else None,
+    return _collect(interface, words, answers, active, halted, dtype, tokens,
+                    recorded_coords if record else None,
                     recorded_y if record else None, len(prompt))
+
+
+class _Answers:
+    """Per-answer decodes folded as they come: the smallest margin, whether every margin
+    resolved, how many answers each row was alive for, and the decoded indices (all of
+    them with `history`, else only each row's last alive one)."""
+
+    def __init__(self, batch: int, dtype: torch.dtype, rounding: float, history: bool,
+                 device: torch.device) -> None:
+        self.dtype, self.rounding, self.history = dtype, rounding, history
+        self.indices: list[torch.Tensor] = []
+        self.last: torch.Tensor | None = None
+        self.first_alive: torch.Tensor | None = None
+        self.count = torch.zeros(batch, dtype=torch.long, device=device)
+        self.margin: torch.Tensor | None = None
+        self.resolved = torch.ones(batch, dtype=torch.bool, device=device)
+
+    def add(self, indices: torch.Tensor, margin: torch.Tensor, magnitude: torch.Tensor,
+            alive: torch.Tensor, e: torch.Tensor | None) -> None:
+        threshold = resolution(self.dtype, magnitude)
+        if self.rounding:
+            threshold = threshold + 2.0 * self.rounding * (magnitude if e is None else e)
+        self.resolved &= (margin > threshold) | ~alive
+        margin = margin.masked_fill(~alive, math.inf)
+        self.margin = margin if self.margin is None else torch.minimum(self.margin, margin)
+        self.count += alive
+        if self.first_alive is None:
+            self.first_alive = alive
+        if self.history:
+            self.indices.append(indices)
+        else:
+            self.last = indices if self.last is None else torch.where(
+                alive[:, None], indices, self.last)
 
 
 def _stack_codes(columns: list[torch.Tensor], d: int) -> torch.Tensor:
@@ -315,33 +362,24 @@ def _stack_codes(columns: list[torch.Tensor], d: int) -> torch.Tensor:
 def _collect(
     interface: Interface,
     words: list[tuple[str, ...]],
-    answers: list,
+    answers: _Answers,
     active: torch.Tensor,
     halted: torch.Tensor,
     dtype: torch.dtype,
-    weights: str,
-    rounding: float,
     tokens: Tokens,
     recorded_coords: list[torch.Tensor] | None,
     recorded_y: list[torch.Tensor] | None,
     prompt_length: int,
 ) -> list[RunResult]:
-    """Turn per-step batch tensors into one RunResult per input (vectorised, then rows)."""
-    indices = torch.stack([a[0] for a in answers], dim=1).cpu()  # (B, answers, fields)
-    margins = torch.stack([a[1] for a in answers], dim=1).cpu()
-    magnitude = torch.stack([a[2] for a in answers], dim=1).cpu()
-    alive = torch.stack([a[3] for a in answers], dim=1).cpu()
-    threshold = resolution(dtype, magnitude)
-    if rounding:
-        bound = magnitude if answers[0][4] is None else torch.stack(
-            [a[4] for a in answers], dim=1).cpu()
-        threshold = threshold + 2.0 * rounding * bound
-    resolved = (margins > threshold) | ~alive
-    margins = margins.masked_fill(~alive, math.inf)
-    counts = alive.sum(dim=1)
-    steps = (counts - alive[:, 0].long()).tolist()
-    min_margin = margins.min(dim=1).values.tolist()
-    all_resolved = resolved.all(dim=1).tolist()
+    """Turn the folded answers into one RunResult per input (vectorised, then rows)."""
+    if answers.history:
+        indices = torch.stack(answers.indices, dim=1).cpu()  # (B, answers, fields)
+    else:
+        indices = answers.last[:, None].cpu()  # (B, 1, fields)
+    counts = answers.count.cpu()
+    steps = (counts - answers.first_alive.cpu().long()).tolist()
+    min_margin = answers.margin.cpu().tolist()
+    all_resolved = answers.resolved.cpu().tolist()
     still_active, was_halted = active.cpu().tolist(), halted.cpu().tolist()
     values = [np.array(field.values, dtype=object) for field in interface.output_fields]
     index_rows = indices.numpy()
@@ -353,8 +391,9 @@ def _collect(
     results = []
     for row, word in enumerate(words):
         count = int(counts[row])
+        kept = count if answers.history else min(count, 1)
         decoded = {
-            field.name: tuple(values[j][index_rows[row, :count, j]].tolist())
+            field.name: tuple(values[j][index_rows[row, :kept, j]].tolist())
             for j, field in enumerate(interface.output_fields)
         }
         stopped = "halt" if was_halted[row] else ("max_steps" if still_active[row]
@@ -373,6 +412,24 @@ def _collect(
             )
         )
     return results
+
+
+def _single_result(interface: Interface, word: tuple[str, ...], single: dict[str, object],
+                   tokens: Tokens, dtype: torch.dtype, prompt_length: int) -> RunResult:
+    """The RunResult of `fast.run_single` (the same fields `_collect` fills)."""
+    kept = single["kept"]
+    decoded = {field.name: tuple(field.values[row[j]] for row in kept)
+               for j, field in enumerate(interface.output_fields)}
+    token_rows = output_rows = None
+    if single["coords"]:
+        codes = single["coords"]
+        coords = _stack_codes([torch.tensor([c], dtype=torch.long) for c in codes], tokens.d)
+        token_rows = tokens.dense(coords[0], dtype).numpy()
+        output_rows = np.stack(single["outputs"])
+    return RunResult(input=word, decoded=decoded, margin=float(single["margin"]),
+                     margin_resolved=bool(single["resolved"]), steps=int(single["steps"]),
+                     stopped_by=str(single["stopped_by"]), tokens=token_rows,
+                     outputs=output_rows)
 
 
 def run(model: CompiledModel, word: Sequence[str], **options: object) -> RunResult:

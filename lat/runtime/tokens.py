@@ -206,6 +206,14 @@ class Tokens:
 
     def dense(self, coords: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
         """Codes (..., F) → tokens (..., d)."""
+        if self.signed_units:  # code d+1+c is −e_c, code 2d+1 nothing: signed scatter
+            d = self.d
+            negative = coords > d
+            rows = torch.where(negative, coords - (d + 1), coords)
+            signs = 1.0 - 2.0 * negative.to(dtype)
+            z = torch.zeros(*coords.shape[:-1], d + 1, dtype=dtype, device=coords.device)
+            z.scatter_add_(-1, rows, signs)
+            return z[..., :d]
         if self.basis is not None:
             return self.basis.to(dtype)[coords].sum(dim=-2)
         z = torch.zeros(*coords.shape[:-1], self.d + 1, dtype=dtype, device=coords.device)

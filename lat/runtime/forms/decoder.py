@@ -60,13 +60,13 @@ class TokenDecoder:
         self.values = torch.cat(
             [Vr.permute(2, 0, 1).reshape(d, H * d_out), zero_row.new_zeros(1, H * d_out)]
         ).contiguous()
-        # Q rows: row c, head h = Q_hᵀ e_c = Q_h[c, :]
-        q_rows = torch.cat([Qr.permute(1, 0, 2), zero_row.new_zeros(1, H, d)])  # (d+1, H, d)
-        nonzero = q_rows != 0
+        # Q rows: row c, head h = Q_hᵀ e_c = Q_h[c, :] (a view; dense copies only if used)
+        q_view = Qr.permute(1, 0, 2)  # (d, H, d)
+        nonzero = q_view != 0
         K = int(nonzero.sum(dim=(1, 2)).max()) if d else 0
         self.unit = bool(
-            H == 1 and K <= 1 and torch.equal(q_rows[:d, 0], torch.eye(d, dtype=sd,
-                                                                        device=self.device))
+            H == 1 and K <= 1 and int(nonzero.sum()) == d
+            and bool((Qr[0].diagonal() == 1).all())
         )  # Q = I: the update row is the token's own coordinate
         self.sparse = H * d >= 4 * K  # few rows per update: index, don't multiply
         if self.sparse and not self.unit:
@@ -74,21 +74,35 @@ class TokenDecoder:
             k_index = torch.full((d + 1, K), d, dtype=torch.long, device=self.device)
             h_index = torch.zeros(d + 1, K, dtype=torch.long, device=self.device)
             coef = torch.zeros(d + 1, K, dtype=sd, device=self.device)
-            for c in range(d):
-                heads, cols = torch.nonzero(nonzero[c], as_tuple=True)
-                n = heads.numel()
-                k_index[c, :n], h_index[c, :n] = cols, heads
-                coef[c, :n] = q_rows[c, heads, cols]
+            # every nonzero (row c, head, column) in row-major order, placed at its rank
+            # within row c (the order a per-row torch.nonzero gives)
+            rows, heads, cols = torch.nonzero(nonzero, as_tuple=True)
+            if rows.numel():
+                starts = torch.searchsorted(rows, rows, right=False)
+                slot = torch.arange(rows.numel(), device=self.device) - starts
+                k_index[rows, slot], h_index[rows, slot] = cols, heads
+                coef[rows, slot] = q_view[rows, heads, cols]
             self.k_index, self.h_index, self.coef = k_index, h_index, coef
-        self.q_rows = q_rows.reshape(d + 1, H * d).contiguous()
         self.signed = signed
+        # dense Q rows, for the dense update only (large: (d+1)·H·d)
+        self.q_rows = None if (self.sparse or self.unit) else torch.cat(
+            [q_view, zero_row.new_zeros(1, H, d)]).reshape(d + 1, H * d).contiguous()
         if signed:  # codes d+1 … 2d+1: the same rows negated
             self.values = torch.cat([self.values, -self.values]).contiguous()
-            self.q_rows = torch.cat([self.q_rows, -self.q_rows]).contiguous()
+            if self.q_rows is not None:
+                self.q_rows = torch.cat([self.q_rows, -self.q_rows]).contiguous()
             if self.sparse and not self.unit:
                 self.k_index = torch.cat([self.k_index, self.k_index])
                 self.h_index = torch.cat([self.h_index, self.h_index])
                 self.coef = torch.cat([self.coef, -self.coef])
+        if self.sparse and not self.unit:
+            # the same entries unpadded (CSR by code): a step touches only real ones
+            real = self.k_index != d
+            self.nnz = real.sum(dim=1)
+            self.ptr = torch.cumsum(self.nnz, 0) - self.nnz
+            self.e_row = self.k_index[real]
+            self.e_head = self.h_index[real]
+            self.e_coef = self.coef[real]
         self.base = torch.arange(batch, device=self.device) * (d + 1)
         self.state = torch.zeros(batch, d + 1, d_out, dtype=sd, device=self.device)
 
@@ -103,6 +117,32 @@ class TokenDecoder:
         self.state[:, : self.d] = fold(S.to(p.state), p).to(self.state.dtype)
         self.length = length
 
+    def _sparse_update(self, update: torch.Tensor, flat: torch.Tensor) -> None:
+        """Nᵀ[j] += coef · V_h z for every nonzero (code, head h, row j, coef) of the
+        token's codes, without padding: each entry gathers V_h's columns at the row's codes
+        (F rows of d_out) instead of the dense V z of all heads."""
+        B, F = update.shape
+        codes = update.reshape(-1)
+        n = self.nnz.index_select(0, codes)
+        total = int(n.sum())
+        if not total:
+            return
+        owner = torch.repeat_interleave(torch.arange(B * F, device=codes.device), n,
+                                        output_size=total)
+        first = torch.cumsum(n, 0) - n
+        index = (self.ptr.index_select(0, codes) - first).index_select(0, owner) + \
+            torch.arange(total, device=codes.device)
+        row = owner // F
+        heads = self.e_head.index_select(0, index)
+        picked = update.index_select(0, row)  # (total, F): the codes of the entry's row
+        # row (code, head) of values3, flat: V_h's column at each of the row's codes
+        v = self.values.view(-1, self.d_out).index_select(
+            0, (picked * self.H + heads[:, None]).view(-1))
+        v = v.view(total, F, self.d_out).sum(1) if F > 1 else v
+        contribution = self.e_coef.index_select(0, index)[:, None] * v
+        flat.index_add_(0, row * (self.d + 1) + self.e_row.index_select(0, index),
+                        contribution)
+
     def step(self, coords: torch.Tensor, update: torch.Tensor | None = None) -> torch.Tensor:
         """Add the tokens `update` (default: `coords`) and return outputs for `coords`.
 
@@ -114,11 +154,16 @@ class TokenDecoder:
         B, F = coords.shape
         H, d, d_out = self.H, self.d, self.d_out
         flat = self.flat
-        if F == 1:
+        csr = self.sparse and not self.unit and B * F * self.k_index.shape[1] > 64
+        if csr:
+            v = None
+        elif F == 1:
             v = self.values.index_select(0, update[:, 0])  # (B, H·d_out)
         else:
             v = self.values.index_select(0, update.reshape(-1)).view(B, F, -1).sum(1)
-        if self.unit:
+        if csr:
+            self._sparse_update(update, flat)
+        elif self.unit:
             if self.signed:  # row c of a code ±e_c gets ±(V z)
                 negative = update > d
                 rows = (self.base[:, None] + torch.where(negative, update - (d + 1), update))
