@@ -26,7 +26,13 @@ import torch
 
 from lat.runtime.errors import ArtifactError
 from lat.runtime.interface import Interface
-from lat.runtime.storage import read_safetensors, write_safetensors
+from lat.runtime.storage import (
+    SPARSE_PARTS,
+    dense_from_parts,
+    read_safetensors,
+    sparse_parts,
+    write_safetensors,
+)
 
 SCHEMA_VERSION = "2"
 
@@ -95,7 +101,9 @@ class CompiledModel:
         # One metadata key holding sorted JSON: the file's bytes depend only on the model
         # (safetensors does not fix the order of several metadata keys).
         metadata = {"lat": json.dumps({**header, "sha256": digest}, sort_keys=True)}
-        write_safetensors(path, {"V": V, "Q": Q}, metadata)
+        # big one-hot tables go to disk as indices + values; the digest is over the dense
+        # tensors either way, so it vouches for the sparse parts too
+        write_safetensors(path, {**sparse_parts("V", V), **sparse_parts("Q", Q)}, metadata)
         return digest
 
     @staticmethod
@@ -113,10 +121,15 @@ class CompiledModel:
                 f"{path}: artifact schema {schema!r} is not {SCHEMA_VERSION!r} "
                 "(recompile it with this version of lat)"
             )
-        if set(tensors) != {"V", "Q"}:
+        names = {"V", "Q"} | {f"{t}.{part}" for t in ("V", "Q") for part in SPARSE_PARTS}
+        if not set(tensors) <= names:
             raise ArtifactError(f"{path}: expected tensors V and Q, found {sorted(tensors)}")
         if not isinstance(header, dict):
             raise ArtifactError(f"{path}: not a lat artifact (malformed lat metadata)")
+        found = sorted(tensors)
+        tensors = {name: dense_from_parts(tensors, name, path) for name in ("V", "Q")}
+        if tensors["V"] is None or tensors["Q"] is None:
+            raise ArtifactError(f"{path}: expected tensors V and Q, found {found}")
         stored = header.pop("sha256", None)
         if stored != artifact_digest(tensors["V"], tensors["Q"], header):
             raise ArtifactError(f"{path}: checksum mismatch: the file is corrupt or was edited "

@@ -131,3 +131,72 @@ def read_safetensors(
         message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise ArtifactError(f"{path}: not a readable safetensors {what} ({message})") from None
     return tensors, metadata
+
+
+# --------------------------------------------------------------------------------------
+# Sparse tensors on disk: one-hot tables as indices + values
+# --------------------------------------------------------------------------------------
+
+SPARSE_MIN_BYTES = 1 << 20  # smaller tensors stay dense (nothing to gain)
+MAX_DENSE_BYTES = 1 << 36  # a sparse tensor declaring more than this is refused
+SPARSE_PARTS = ("indices", "values", "shape")
+
+
+def sparse_parts(name: str, tensor: Any) -> dict[str, Any]:
+    """`{name: tensor}`, or where that is at most half the bytes, the tensor as
+    `name.indices` (flat row-major positions of its nonzeros, ascending; int32 when they
+    fit), `name.values` (those entries) and `name.shape` (int64): one-hot tables are
+    almost all zeros. `dense_from_parts` inverts it exactly."""
+    import torch
+
+    tensor = tensor.detach().contiguous().cpu()
+    dense = tensor.numel() * tensor.element_size()
+    if dense < SPARSE_MIN_BYTES:
+        return {name: tensor}
+    flat = tensor.view(-1)
+    where = torch.nonzero(flat, as_tuple=True)[0]
+    small = tensor.numel() < (1 << 31)
+    sparse = where.numel() * ((4 if small else 8) + tensor.element_size())
+    if 2 * sparse > dense:
+        return {name: tensor}
+    return {f"{name}.indices": where.to(torch.int32) if small else where,
+            f"{name}.values": flat[where].contiguous(),
+            f"{name}.shape": torch.tensor(tensor.shape, dtype=torch.int64)}
+
+
+def dense_from_parts(tensors: dict[str, Any], name: str, path: Path) -> Any:
+    """The tensor `name` of a file: stored dense, or rebuilt from its sparse parts
+    (checked: a bounded shape, ascending in-range positions, one value per position)."""
+    import torch
+
+    parts = [tensors.get(f"{name}.{part}") for part in SPARSE_PARTS]
+    if name in tensors:
+        if any(part is not None for part in parts):
+            raise ArtifactError(f"{path}: tensor {name} is stored both dense and sparse")
+        return tensors[name]
+    if any(part is None for part in parts):
+        return None
+    indices, values, shape = parts
+
+    def malformed(why: str) -> ArtifactError:
+        return ArtifactError(f"{path}: checksum mismatch: the sparse tensor {name} is "
+                             f"malformed ({why}): the file is corrupt or was edited")
+
+    if shape.dtype != torch.int64 or shape.ndim != 1 or bool((shape < 0).any()):
+        raise malformed("shape")
+    dims = [int(x) for x in shape.tolist()]
+    numel = 1
+    for dim in dims:
+        numel *= dim
+    if numel * values.element_size() > MAX_DENSE_BYTES:
+        raise malformed(f"{numel} entries declared")
+    if (indices.ndim != 1 or values.ndim != 1 or indices.numel() != values.numel()
+            or indices.dtype not in (torch.int32, torch.int64)):
+        raise malformed("parts")
+    positions = indices.to(torch.int64)
+    if positions.numel() and (int(positions[0]) < 0 or int(positions[-1]) >= numel
+                              or bool((positions[1:] <= positions[:-1]).any())):
+        raise malformed("positions")
+    dense = torch.zeros(numel, dtype=values.dtype)
+    dense[positions] = values
+    return dense.view(dims)
