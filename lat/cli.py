@@ -178,7 +178,7 @@ def check_outputs(args: argparse.Namespace) -> None:
     """Every path a command will write, checked before any work starts (one line, exit 1):
     not one of its input files, not a directory, in an existing, writable folder."""
     inputs = tuple(getattr(args, name, None) for name in ("file", "program", "traces",
-                                                            "input_file"))
+                                                            "input_file", "against"))
     inputs = tuple(path for path in inputs if path not in (None, "-"))
     if args.command == "compile":
         check_output_path(_compile_target(args), inputs)
