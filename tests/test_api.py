@@ -7,7 +7,8 @@ import dataclasses
 import torch
 
 import lat
-from lat.api import domain_words, shipped_program, verify
+from lat.api import shipped_program, verify
+from lat.api import verify_words as domain_words
 from lat.compiler import compile_source
 from lat.runtime.model import CompiledModel
 

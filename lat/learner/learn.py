@@ -99,6 +99,8 @@ class LearnResult:
             "reproduces_traces": self.reproduces_traces,
             "checked": self.checked,
             "traces": self.traces,
+            "design_details": None,
+            "design_comparison": None,
             **self.design,
             "seconds": {k: round(v, 4) for k, v in self.seconds.items()},
         }
