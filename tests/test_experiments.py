@@ -190,6 +190,7 @@ def test_committed_results_carry_the_issue_12_figures():
     assert set(runs) == set(EXPERIMENTS)
     for r in runs.values():
         assert r["machine"]["cores"] and r["size"] in ("quick", "full")
+        assert "uses_head_search" in r and "limitations" in r
     for row in runs["universal-automaton"]["sizes"].values():
         assert row["heldout_runs"] >= 1000
         for key in ("traces_to_exact_alg1", "traces_to_exact_min_heads",

@@ -156,6 +156,8 @@ def run(quick: bool = False, out: Path = Path("."), scale: float = 1.0) -> dict:
                         "sgd_learning_rates": list(LEARNING_RATES), "sgd_seeds": list(SEEDS),
                         "sgd_batch": 256, "sgd_validation_prompts": 2000,
                         "converged_rule": PLATEAU_RULE, "noise": 0.0},
+            "uses_head_search": "no: Algorithm 1 here is the minimum-norm least-squares "
+                                "coefficient vector (no heads are recovered or minimised)",
             "limitations": ["one draw of training and test prompts per n; Adam at a "
                             "constant lr for a fixed step count"],
             "lengths": rows, "plots": [plot]}

@@ -163,6 +163,8 @@ def run(quick: bool = False, out: Path = Path("."), scale: float = 1.0,
         "identifiable": ident,
         "unidentifiable": unident,
         "mixture_sweep": sweep,
+        "uses_head_search": "no: Algorithm 1 here is the minimum-norm least-squares "
+                            "coefficient vector (no heads are recovered or minimised)",
         "published": {"lambda_min_identifiable": 0.06, "lambda_min_unidentifiable": 0.0,
                       "source": "S1 Sec. 4.2 / Fig. 2 (p-space errors are curves only)"},
         "limitations": [

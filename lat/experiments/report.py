@@ -367,7 +367,11 @@ SECTIONS: dict[str, Callable[[dict], list[str]]] = {
 
 
 def _limitations(results: dict[str, dict]) -> list[str]:
-    lines = ["### Limitations (from the JSON files)", ""]
+    lines = ["### Which figures use the fewest-heads search", ""]
+    for name in ORDER:
+        if "uses_head_search" in results[name]:
+            lines.append(f"- {TITLES[name]}: {results[name]['uses_head_search']}")
+    lines += ["", "### Limitations (from the JSON files)", ""]
     for name in ORDER:
         for item in results[name].get("limitations", []):
             lines.append(f"- {TITLES[name]}: {item}")
