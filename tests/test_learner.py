@@ -182,7 +182,7 @@ def test_domain_words_enumerate_short_words_then_sample():
 
 
 def test_input_lengths_ask_the_runtime(monkeypatch):
-    import lat.learner as learner
+    import lat.learner.domain as learner
 
     source = automaton_model(**PARITY)
     assert input_lengths(source, 5) == [0, 1, 2, 3, 4, 5]
@@ -194,7 +194,8 @@ def test_input_lengths_ask_the_runtime(monkeypatch):
 
     monkeypatch.setattr(learner, "rollout", bounded_rollout)
     assert input_lengths(source, 6) == [1, 2, 3]
-    words = learner._sample(source.interface, 200, [1, 2, 3], np.random.default_rng(0))
+    words = learner.sample_words_of_lengths(source.interface, 200, [1, 2, 3],
+                                            np.random.default_rng(0))
     assert {len(w) for w in words} == {1, 2, 3}
 
 
