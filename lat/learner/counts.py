@@ -23,29 +23,50 @@ __all__ = ["COUNT_TOL", "CountSpans", "Domain", "Hull", "Span", "Vocabulary", "p
 
 
 class Span:
-    """An orthonormal basis, grown one vector at a time, of a subspace of R^m."""
+    """An orthonormal basis, grown one vector at a time, of a subspace of R^m.
+
+    The basis is stored row-major, one basis vector per row, in an array whose capacity
+    doubles when full (amortised O(1) growth, memory ∝ the dimension reached)."""
 
     def __init__(self, m: int) -> None:
-        self.basis = np.zeros((m, 0))
+        self._m = m
+        self._rows = np.empty((min(m, 8), m))
+        self._k = 0
 
     @property
     def dim(self) -> int:
-        return self.basis.shape[1]
+        return self._k
+
+    @property
+    def basis(self) -> np.ndarray:
+        """(m, dim): the orthonormal basis as columns."""
+        return self._rows[: self._k].T
+
+    def _project_out(self, v: np.ndarray) -> np.ndarray:
+        rows = self._rows[: self._k]
+        return v - (rows @ v) @ rows
 
     def residual(self, v: np.ndarray) -> np.ndarray:
-        r = v - self.basis @ (self.basis.T @ v)
-        return r - self.basis @ (self.basis.T @ r)  # twice is enough (Kahan, Parlett)
+        return self._project_out(self._project_out(v))  # twice is enough (Kahan, Parlett)
 
     def add(self, v: np.ndarray) -> bool:
         """Add `v`'s direction if it leaves a relative residual > COUNT_TOL; True if added."""
         norm = float(np.linalg.norm(v))
-        if norm == 0.0 or self.dim == self.basis.shape[0]:
+        if norm == 0.0 or self._k == self._m:
             return False
-        r = self.residual(v)
+        r = self._project_out(v)
+        if float(np.linalg.norm(r)) <= COUNT_TOL * norm:  # one pass can only overestimate
+            return False
+        r = self._project_out(r)
         rn = float(np.linalg.norm(r))
         if rn <= COUNT_TOL * norm:
             return False
-        self.basis = np.concatenate([self.basis, (r / rn)[:, None]], axis=1)
+        if self._k == self._rows.shape[0]:
+            grown = np.empty((min(self._m, 2 * self._k), self._m))
+            grown[: self._k] = self._rows[: self._k]
+            self._rows = grown
+        self._rows[self._k] = r / rn
+        self._k += 1
         return True
 
 

@@ -194,7 +194,7 @@ def _enumerated_domain(source: CompiledModel, notes: list[str], budget: int,
     m = len(vocabulary.rows)
     design, spans = _spanning_inputs(sequences, range(len(words)), m)
     certify, _ = _spanning_inputs(sequences, range(len(words) - 1, -1, -1), m)
-    bases = {c: s.basis for c, s in spans.items()}
+    bases = {c: s.basis.copy() for c, s in spans.items()}
     dimension = sum(s.dim for s in spans.values())
     if interface.single_symbol_input:
         other = (", and any other key" if interface.input_other is not None

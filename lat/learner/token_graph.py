@@ -147,7 +147,7 @@ def token_graph_domain(source: CompiledModel, notes: list[str], seed: int,
         for k in range(hull.directions.dim):
             span.add(hull.directions.basis[:, k])
     dimension = sum(s.dim for s in spans.values())
-    bases = {c: s.basis for c, s in spans.items()}
+    bases = {c: s.basis.copy() for c, s in spans.items()}
 
     walker = _Walker(edges, start_state, prompt, prompt_counts, alphabet, m)
     candidates = [(word + (a,), edges[(state, a)][0], counts)
@@ -199,42 +199,44 @@ class _Walker:
         """Few words whose answer prefixes span every L_c.
 
         Candidates (witness prefixes) are taken deepest first; one not yet covered starts a
-        word, which then walks on greedily — each step takes the symbol whose prefix leaves
-        the largest residual outside the span covered so far, a random one when none does —
+        word, which then walks on greedily — each step takes the symbol whose token has the
+        most of its span still uncovered (a random one when every reachable span is full) —
         up to `length` symbols (a long word carries many directions). Every candidate ends
         up covered and the candidates span every L_c, so the chosen words do too."""
         covered = {c: Span(self.m) for c in bases}
-        target = sum(b.shape[1] for b in bases.values())
-        have = 0
+        missing = {c: b.shape[1] for c, b in bases.items()}  # directions still uncovered
+        left = sum(missing.values())
         order = sorted(range(len(candidates)),
                        key=lambda i: (-len(candidates[i][0]), rng.random()))
         chosen: list[Word] = []
+
+        def add(c: int, vector: np.ndarray) -> None:
+            nonlocal left
+            if missing[c] and covered[c].add(vector):
+                missing[c] -= 1
+                left -= 1
+
         for i in order:
-            if have == target:
+            if not left:
                 break
             word, token, counts = candidates[i]
+            if not missing[token]:
+                continue
             point = counts.copy()
             point[token] += 1
             if relative_residual(covered[token], point) <= COUNT_TOL:
                 continue
             for c, vector in self.prefixes(word):
-                have += covered[c].add(vector)
+                add(c, vector)
             counts, state = point, self.edges_state(word)
             full = list(word)
             while len(full) < length:
-                best, best_residual = None, COUNT_TOL
-                for a in self.alphabet:
-                    c, _ = self.edges[(state, a)]
-                    counts[c] += 1
-                    residual = relative_residual(covered[c], counts)
-                    counts[c] -= 1
-                    if residual > best_residual:
-                        best, best_residual = a, residual
-                if best is None:
-                    best = self.alphabet[int(rng.integers(len(self.alphabet)))]
+                options = [(missing[self.edges[(state, a)][0]], rng.random(), a)
+                           for a in self.alphabet]
+                best = max(options)[2]
                 c, state = self.edges[(state, best)]
                 counts[c] += 1
-                have += covered[c].add(counts)
+                add(c, counts)
                 full.append(best)
             chosen.append(tuple(full))
         return chosen
