@@ -36,7 +36,7 @@ from lat.runtime.errors import (
     PrecisionError,
     ResourceError,
 )
-from lat.runtime.storage import check_output_path
+from lat.runtime.storage import atomic_write, check_output_path
 
 if TYPE_CHECKING:
     from lat.runtime.model import CompiledModel
@@ -493,7 +493,7 @@ def cmd_decompile(args: argparse.Namespace) -> int:
     if args.against:
         report.reference = args.against
     if args.output and report.program is not None:
-        Path(args.output).write_text(report.program, encoding="utf-8")
+        atomic_write(args.output, report.program.encode("utf-8"))
     ok = report.consistent and report.equivalent_to_reference is not False
     if args.json:
         _print_json(report.to_json())

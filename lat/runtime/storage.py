@@ -47,6 +47,13 @@ def write_safetensors(
     framework: str = "pt",
 ) -> None:
     """Write to a temporary file beside `path`, then rename: readers never see a partial file."""
+    atomic_write(path, lambda: _format(framework).save(tensors, metadata=metadata))
+
+
+def atomic_write(path: str | os.PathLike, content: Any) -> None:
+    """Write `content` (bytes, or a function returning them) to a temporary file beside
+    `path` with the process umask, then rename it into place; any failure, Ctrl-C
+    included, removes the temporary file and raises one ArtifactError line."""
     target = Path(path)
     check_output_path(target)
     try:
@@ -58,7 +65,7 @@ def write_safetensors(
     try:
         with os.fdopen(handle, "wb") as stream:
             os.fchmod(stream.fileno(), 0o666 & ~_umask())
-            stream.write(_format(framework).save(tensors, metadata=metadata))
+            stream.write(content() if callable(content) else content)
             stream.flush()
             os.fsync(stream.fileno())
         os.replace(temporary, target)
