@@ -176,3 +176,18 @@ def test_exact_identifiable_never_coexists_with_a_wrong_decode(states, symbols, 
     if result.certificate.identifiable and result.equivalence.proven:
         every = [w for n in range(8) for w in product(alphabet, repeat=n)]
         assert same_decodes(result.model, model, every)
+
+
+def test_design_flags_say_what_happened(programs_dir):
+    mod5x5 = compile_file(programs_dir / "mod5x5.lat").model
+    capped = learn(mod5x5, max_traces=5, domain_samples=20, minimise=False)
+    assert capped.traces == 5 and capped.design["max_traces_reached"] is True
+    assert not capped.certificate.identifiable  # 5 words cannot span a 3,901-dim domain
+    source = compile_file(programs_dir / "div3.lat").model
+    sampled = learn(source, exact=False, samples=5, max_len=3, design_rounds=1,
+                    domain_samples=20, domain_max_len=8)
+    assert sampled.certificate.scope == "sampled"
+    assert sampled.design["design_converged"] in (True, False)
+    given = learn(source, traces=record_traces(source, [("1", "0")]), domain_samples=20)
+    assert given.design["design_converged"] is None
+    assert given.design["max_traces_reached"] is False

@@ -178,7 +178,7 @@ def learn(
 
     # -- record ---------------------------------------------------------------------------
     clock = time.perf_counter()
-    method, designed = "given", None
+    method, designed, capped = "given", None, False
     if traces is None:
         if design == "qr":
             from lat.learner.design import design_words
@@ -195,14 +195,15 @@ def learn(
             words = sample_words_of_lengths(
                 source.interface, DEFAULT_SAMPLES if samples is None else samples,
                 input_lengths(source, max_len), np.random.default_rng(seed))
-        words = words[:max_traces] if max_traces is not None else words
+        words, capped = _cap(list(words), 0, max_traces)
         traces = _record(source, words, progress)
     seconds["record"] = time.perf_counter() - clock
 
     # -- fit, with data design -------------------------------------------------------------
     clock = time.perf_counter()
     fitted = _fit(traces, workers, progress)
-    rounds, converged, capped = 0, True, False
+    rounds = 0
+    converged: bool | None = None  # None: no sampled design rounds ran
     if source is not None and method != "given":
         if domain.scope == "exact":
             words = domain.certify_words
@@ -210,7 +211,8 @@ def learn(
             residuals = sequence_residuals(fitted, [r.tokens for r in runs])
             uncovered = [w for w, r in zip(words, residuals, strict=True) if r > COVERAGE_TOL]
             if uncovered and design_rounds > 0:
-                uncovered, capped = _cap(uncovered, len(traces), max_traces)
+                uncovered, cut = _cap(uncovered, len(traces), max_traces)
+                capped |= cut
                 if uncovered:
                     rounds = 1
                     traces = merge_traces(traces, _record(source, uncovered, progress))
@@ -229,7 +231,8 @@ def learn(
                 if not uncovered:
                     converged = True
                     break
-                uncovered, capped = _cap(uncovered, len(traces), max_traces)
+                uncovered, cut = _cap(uncovered, len(traces), max_traces)
+                capped |= cut
                 if not uncovered:
                     break
                 rounds += 1
@@ -238,7 +241,7 @@ def learn(
     seconds["fit"] = time.perf_counter() - clock - fitted.seconds.get("train_check", 0.0)
     seconds["train_check"] = fitted.seconds.get("train_check", 0.0)
     report.update(design_rounds=rounds, design=method,
-                  design_converged=converged if domain.scope == "sampled" else None,
+                  design_converged=converged,
                   max_traces_reached=capped)
     if designed is not None:
         report["design_details"] = designed.summary()
