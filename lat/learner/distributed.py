@@ -57,11 +57,11 @@ from lat.learner.solve import (
     DENSE_LIMIT,
     Block,
     Fit,
-    _stack_features,
-    cutoff_for,
+    stack_features,
     heads_of,
     row_batches,
     sequence_pairs,
+    solve_gram,
     support_coefficients,
 )
 
@@ -84,7 +84,7 @@ def sharded_fit(
     pairs = sequence_pairs(pairs)
     tokens = [t for t, _ in pairs]
     if pairs and sum(t.shape[0] for t in tokens):
-        rows, cols, vals = _stack_features(tokens, None)
+        rows, cols, vals = stack_features(tokens, None)
         Y = np.concatenate([o for _, o in pairs], axis=0)
     else:
         rows = cols = np.zeros(0, np.int64)
@@ -166,16 +166,7 @@ def sharded_fit(
             at = int(g_offsets[b])
             G = buffer[at : at + n * n].reshape(n, n) / N
             XtY = buffer[at + n * n : at + n * n + n * d_out].reshape(n, d_out) / N
-            lam, U = np.linalg.eigh(G)
-            cutoff = cutoff_for(lam)
-            keep = lam > cutoff
-            lam_r, U_r = lam[keep], U[:, keep]
-
-            def pinv(rhs: np.ndarray, U_r=U_r, lam_r=lam_r) -> np.ndarray:
-                return U_r @ ((U_r.T @ rhs) / lam_r[:, None])
-
-            w = pinv(XtY)
-            w += pinv(XtY - G @ w)
+            lam, U_r, cutoff, w = solve_gram(G, XtY)
             block_columns = col_order[col_bounds[b] : col_bounds[b + 1]]
             values[block_columns] = w
             blocks.append(Block(support[block_columns], lam, U_r, cutoff,

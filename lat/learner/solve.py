@@ -210,7 +210,7 @@ def fit(
         if tokens.shape[1] != d or outputs.shape[1] != d_out:
             raise ValueError("all sequences must share token width d and output width d_out")
 
-    rows, cols, vals = _stack_features([t for t, _ in pairs], progress)
+    rows, cols, vals = stack_features([t for t, _ in pairs], progress)
     Y = np.concatenate([o for _, o in pairs], axis=0)
     N = Y.shape[0]
     seconds["features"] = time.perf_counter() - clock
@@ -284,7 +284,7 @@ def minimal_heads(fitted: Fit, data: object) -> Fit:
     the training error is recomputed from the new heads on every training prefix."""
     def training() -> tuple[np.ndarray, ...]:
         pairs = sequence_pairs(data)
-        rows, cols, vals = _stack_features([t for t, _ in pairs], None)
+        rows, cols, vals = stack_features([t for t, _ in pairs], None)
         return rows, cols, vals, np.concatenate([o for _, o in pairs], axis=0)
 
     return _minimised(fitted, training)
@@ -350,7 +350,7 @@ def support_coefficients(V: np.ndarray, Q: np.ndarray, columns: np.ndarray) -> n
     return out
 
 
-def _stack_features(
+def stack_features(
     sequences: Sequence[np.ndarray], progress: Progress | None
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """COO features of all prefixes of all sequences, rows numbered globally."""
@@ -416,6 +416,18 @@ def _solve_block(
         XtY += X.T @ Yb[first : first + X.shape[0]]
     G /= N
     XtY /= N
+    lam, U_r, cutoff, w = solve_gram(G, XtY)
+    fitted = np.zeros((m, Y.shape[1]), dtype=np.float64)
+    for first, X in row_batches(local_row, cols, vals, m, n):  # second pass: X w
+        fitted[first : first + X.shape[0]] = X @ w
+    return Block(columns, lam, U_r, cutoff, m, False), w, sample_rows, fitted
+
+
+def solve_gram(G: np.ndarray, XtY: np.ndarray
+               ) -> tuple[np.ndarray, np.ndarray, float, np.ndarray]:
+    """Min-norm solution of G w = XᵀY for one block's normalised Gram G = XᵀX/N: every
+    eigenvalue, the kept eigenvectors, the cut-off and w (one step of iterative
+    refinement). The single-process and the sharded fit (distributed.py) both solve here."""
     lam, U = np.linalg.eigh(G)
     cutoff = cutoff_for(lam)
     keep = lam > cutoff
@@ -425,11 +437,8 @@ def _solve_block(
         return U_r @ ((U_r.T @ rhs) / lam_r[:, None])
 
     w = pinv(XtY)
-    w += pinv(XtY - G @ w)  # one step of iterative refinement
-    fitted = np.zeros((m, Y.shape[1]), dtype=np.float64)
-    for first, X in row_batches(local_row, cols, vals, m, n):  # second pass: X w
-        fitted[first : first + X.shape[0]] = X @ w
-    return Block(columns, lam, U_r, cutoff, m, False), w, sample_rows, fitted
+    w += pinv(XtY - G @ w)
+    return lam, U_r, cutoff, w
 
 
 def row_batches(

@@ -57,6 +57,8 @@ def _graph_applies(interface: Interface) -> str | None:
 
 def token_graph_domain(source: CompiledModel, notes: list[str], seed: int,
                         design_length: int, progress: Progress | None) -> Domain | None:
+    """The exact domain of `source` over every word of every length (module doc), or None
+    with the reason in `notes` when the analysis does not apply or its proof fails."""
     interface = source.interface
     why = _graph_applies(interface)
     if why is not None:
