@@ -57,11 +57,11 @@ from lat.learner.solve import (
     DENSE_LIMIT,
     Block,
     Fit,
-    stack_features,
     heads_of,
     row_batches,
     sequence_pairs,
     solve_gram,
+    stack_features,
     support_coefficients,
 )
 
