@@ -104,6 +104,21 @@ def model_summary(model: CompiledModel) -> dict[str, object]:
         "dtype": str(model.V.dtype).replace("torch.", ""),
         "decode_margin": model.info.get("decode_margin"),
         "sha256": model.sha256(),
+        **_certificate_summary(model),
+    }
+
+
+def _certificate_summary(model: CompiledModel) -> dict[str, object]:
+    """What a learned artifact's certificate covers, in words (nothing for compiled ones)."""
+    certified = model.info.get("certified")
+    if model.info.get("origin") != "learned" or not isinstance(certified, dict):
+        return {}
+    equivalence = model.info.get("equivalence") or {}
+    return {
+        "certificate": f"{certified.get('scope')}: {certified.get('domain')}",
+        "equivalence": str(equivalence.get("statement", "")),
+        "certified": bool(certified.get("proven")),
+        **({} if certified.get("proven") else {"not certified because": certified.get("reason")}),
     }
 
 
@@ -284,6 +299,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         _say(f"status: {report['status']}   final state: {report['final_state']}")
     _say("output: ", (str(report["output"]), "bold"),
          f"   steps: {report['steps']}   margin: {report['margin']:.3g}")
+    if report.get("certified"):
+        _say(f"certified: {report['certified_reason']}")
     return 0
 
 

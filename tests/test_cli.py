@@ -499,3 +499,21 @@ def test_ctrl_c_ends_a_long_run_in_one_line(tmp_path):
     child.send_signal(signal.SIGINT)
     out, err = child.communicate(timeout=120)
     assert child.returncode == 130 and err == "lat: interrupted\n" and out == ""
+
+
+def test_learned_artifact_shows_its_certificate(tmp_path, capsys):
+    learned = tmp_path / "learned.safetensors"
+    code, _, _ = lat("learn", str(PROGRAMS / "parity.lat"), "-o", str(learned), "--json",
+                     capsys=capsys)
+    assert code == 0
+    code, out, _ = lat("inspect", str(learned), capsys=capsys)
+    assert code == 0 and "exact: every word over {0, 1} of every length" in out
+    code, out, err = lat("run", str(learned), "--input", "1101", capsys=capsys)
+    assert code == 0 and "certified: proven over every word" in out and not err
+    sampled = tmp_path / "sampled.safetensors"
+    lat("learn", str(PROGRAMS / "parity.lat"), "--no-exact", "--samples", "50", "--max-len",
+        "6", "-o", str(sampled), "--json", capsys=capsys)
+    code, out, err = lat("run", str(sampled), "--input", "1101", "--json", capsys=capsys)
+    report = json.loads(out)
+    assert report["certified"] is False and "sampled inputs" in report["certified_reason"]
+    assert err.startswith("warning: outside the learned model's certificate")
