@@ -372,7 +372,7 @@ def cmd_learn(args: argparse.Namespace) -> int:
     traces = load_traces(args.traces) if args.traces else None
     if source is None and traces is None:
         raise InputError("learn needs a program, an artifact or --traces")
-    with progress_bar(not args.json) as progress:
+    with progress_bar(True) as progress:  # stderr: beside --json's stdout too
         result = learn(source, traces=traces, samples=args.samples,
                        max_len=64 if args.max_len is None else args.max_len,
                        domain_max_len=args.max_len if source is None else None,
