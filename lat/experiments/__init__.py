@@ -81,15 +81,11 @@ def run_experiment(name: str, quick: bool = False, out: Path | str = Path("exper
 
 def machine(load_start: float) -> dict:
     """Where and when a run happened: CPU model, cores, load average at start and end."""
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
     import torch
+
+    from lat.bench import cpu_name
+
+    cpu = cpu_name()
 
     return {"cpu": cpu, "cores": os.cpu_count(), "gpu": None,
             "python": platform.python_version(), "torch": torch.__version__,
