@@ -204,10 +204,11 @@ def learn(
     fitted = _fit(traces, workers, progress)
     rounds = 0
     converged: bool | None = None  # None: no sampled design rounds ran
+    certify_runs: list[RunResult] | None = None
     if source is not None and method != "given":
         if domain.scope == "exact":
             words = domain.certify_words
-            runs = _rollouts(source, words, "fp64", True, progress, "design")
+            runs = certify_runs = _rollouts(source, words, "fp64", True, progress, "design")
             residuals = sequence_residuals(fitted, [r.tokens for r in runs])
             uncovered = [w for w, r in zip(words, residuals, strict=True) if r > COVERAGE_TOL]
             if uncovered and design_rounds > 0:
@@ -240,8 +241,7 @@ def learn(
                 fitted = _fit(traces, workers, progress)
     seconds["fit"] = time.perf_counter() - clock - fitted.seconds.get("train_check", 0.0)
     seconds["train_check"] = fitted.seconds.get("train_check", 0.0)
-    report.update(design_rounds=rounds, design=method,
-                  design_converged=converged,
+    report.update(design_rounds=rounds, design=method, design_converged=converged,
                   max_traces_reached=capped)
     if designed is not None:
         report["design_details"] = designed.summary()
@@ -270,8 +270,11 @@ def learn(
     # -- certify ---------------------------------------------------------------------------
     clock = time.perf_counter()
     if source is not None:
-        certify_runs = _rollouts(source, domain.certify_words, "fp64", True, progress,
-                                 "domain")
+        if certify_runs is None:  # the exact design round rolled these out already
+            certify_runs = _rollouts(source, domain.certify_words, "fp64", True, progress,
+                                     "domain")
+        elif progress is not None:
+            progress("domain", len(certify_runs), len(certify_runs))
         sequences = [r.tokens for r in certify_runs]
     else:
         sequences = traces.tokens
@@ -439,10 +442,8 @@ def _fit(traces: Traces, workers: int, progress: Progress | None) -> Fit:
 
 def _check_supported(model: CompiledModel) -> None:
     if model.scale != 1.0 or model.normalise:
-        raise ValueError(
-            f"learning supports scale 1 without normalisation; this model has scale "
-            f"{model.scale} and normalise={model.normalise}"
-        )
+        raise ValueError(f"learning supports scale 1 without normalisation; this model has "
+                         f"scale {model.scale} and normalise={model.normalise}")
 
 
 def _record(source: CompiledModel, words: Sequence[Word],
