@@ -7,7 +7,7 @@ prefix is its count vector n(t) and its current token.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -18,8 +18,8 @@ from lat.runtime.model import CompiledModel
 Word = tuple[str, ...]
 COUNT_TOL = 1e-9  # relative residual above which a count vector opens a new direction
 
-__all__ = ["COUNT_TOL", "CountSpans", "Domain", "Hull", "Span", "Vocabulary", "pair_outputs",
-           "relative_residual"]
+__all__ = ["COUNT_TOL", "CountSpans", "Domain", "Hull", "Span", "Vocabulary",
+           "iter_pair_outputs", "pair_outputs", "relative_residual"]
 
 
 class Span:
@@ -163,3 +163,18 @@ def pair_outputs(model: CompiledModel, vocabulary: np.ndarray,
     value = torch.einsum("hod,ud->hou", V, U)  # V_h u
     match = torch.einsum("ud,hde,ce->huc", U, Q, C)  # uᵀ Q_h c
     return (scale * torch.einsum("hou,huc->ouc", value, match)).numpy()
+
+
+PAIR_BLOCK_FLOATS = 1 << 24  # G entries computed at once by iter_pair_outputs
+
+
+def iter_pair_outputs(model: CompiledModel, vocabulary: np.ndarray,
+                      currents: Sequence[int]) -> Iterator[tuple[int, np.ndarray]]:
+    """(i, G[:, :, i]) for every current token, computed a block of currents at a time so
+    that memory stays bounded for large vocabularies (see `pair_outputs`)."""
+    per_current = max(1, model.d_out * vocabulary.shape[0])
+    step = max(1, PAIR_BLOCK_FLOATS // per_current)
+    for first in range(0, len(currents), step):
+        G = pair_outputs(model, vocabulary, currents[first: first + step])
+        for j in range(G.shape[2]):
+            yield first + j, G[:, :, j]

@@ -1,7 +1,7 @@
 """Proven equivalence of a learned model with its source on an exact domain.
 
 On a finite vocabulary the model's output at a prefix with count vector n and current
-token c is y = G_c n (domain.pair_outputs). The learned and source outputs differ by
+token c is y = G_c n (counts.pair_outputs). The learned and source outputs differ by
 D_c n, D_c = G_c(learned) − G_c(source), and every domain prefix ending at c has n in the
 span L_c (domain.py), so with B_c an orthonormal basis of L_c
 
@@ -22,7 +22,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from lat.learner.domain import CountSpans, pair_outputs
+from lat.learner.counts import CountSpans, iter_pair_outputs
 from lat.runtime.model import CompiledModel
 
 __all__ = ["Equivalence", "prove_equivalence"]
@@ -54,12 +54,13 @@ def proof_bound(source: CompiledModel, learned: CompiledModel,
                 spans: CountSpans) -> tuple[float, int | None, bool]:
     """(max ε_c, proven length in input symbols or None for every length, proven at all)."""
     currents = sorted(spans.bases)
-    G_source = pair_outputs(source, spans.vocabulary, currents)
-    G_learned = pair_outputs(learned, spans.vocabulary, currents)
     worst_eps, tokens_proven = 0.0, math.inf
-    for i, c in enumerate(currents):
+    pairs = zip(iter_pair_outputs(source, spans.vocabulary, currents),
+                iter_pair_outputs(learned, spans.vocabulary, currents), strict=True)
+    for (i, G_source), (_, G_learned) in pairs:
+        c = currents[i]
         basis = spans.bases[c]
-        D = G_learned[:, :, i] - G_source[:, :, i]
+        D = G_learned - G_source
         eps = float(np.linalg.norm(D @ basis, 2)) if basis.shape[1] else 0.0
         worst_eps = max(worst_eps, eps)
         drift = eps + spans.cross[c]

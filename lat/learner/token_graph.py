@@ -23,7 +23,7 @@ from lat.learner.counts import (
     Hull,
     Span,
     Vocabulary,
-    pair_outputs,
+    iter_pair_outputs,
     relative_residual,
 )
 from lat.runtime.execute import rollout
@@ -267,21 +267,21 @@ def token_determined(source: CompiledModel, U: np.ndarray, prompt: list[int],
         notes.append("token graph: normalised attention is not analysed")
         return None
     currents = [prompt[-1], *fed]
-    G = pair_outputs(source, U, currents)
     fed_mask = np.zeros(U.shape[0], dtype=bool)
     fed_mask[fed] = True
     margins: dict[int, float] = {}
     cross: dict[int, float] = {}
     slices = interface.output_slices()
-    for i, c in enumerate(currents):
-        base = G[:, :, i] @ prompt_counts
+    for i, G_c in iter_pair_outputs(source, U, currents):
+        c = currents[i]
+        base = G_c @ prompt_counts
         if i == 0:  # the last prompt position: its counts are the prompt's, fixed
             own, expected, others = np.zeros_like(base), start_state, np.zeros(0)
         else:
-            own, expected = G[:, c, i], decoded_at[c]
+            own, expected = G_c[:, c], decoded_at[c]
             mask = fed_mask.copy()
             mask[c] = False
-            others = G[:, mask, i]
+            others = G_c[:, mask]
             base = base + own
         margin = math.inf
         for (out_field, offset), value in zip(slices, expected, strict=True):
