@@ -153,3 +153,12 @@ def test_context_placement_automaton_is_a_token_graph(programs_dir, placement):
     assert domain.scope == "exact"
     assert all(m >= 1.0 for m in domain.spans.margins.values())
     assert all(c == 0.0 for c in domain.spans.cross.values())
+
+
+def test_a_fixpoint_over_its_work_budget_falls_back_to_a_sample(monkeypatch):
+    import lat.learner.token_graph as token_graph
+
+    monkeypatch.setattr(token_graph, "MAX_GRAPH_WORK", 10)
+    domain = build_domain(automaton_model(**PARITY), max_len=6, samples=50, seed=0)
+    assert domain.scope == "sampled"
+    assert any("over its budget" in note for note in domain.notes)

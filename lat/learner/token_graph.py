@@ -33,6 +33,7 @@ from lat.runtime.model import CompiledModel
 Word = tuple[str, ...]
 Progress = Callable[[str, int, int], None]
 MAX_STATES = 4096  # decoded states explored at most for a token graph
+MAX_GRAPH_WORK = 5e10  # ~ a minute or two on a 2-core machine (64×4 is 2.5e9: 6 s)
 MIN_GRAPH_LENGTH = 10_000  # a token graph proven for shorter words only is not used
 ROLLOUT_CHUNK = 2048
 
@@ -101,6 +102,15 @@ def token_graph_domain(source: CompiledModel, notes: list[str], seed: int,
 
     U = vocabulary.matrix(source.d)
     m = U.shape[0]
+    # The fixpoint tests ~S·r points per symbol against hulls of dimension ~r in R^m
+    # (S states, r = m − S + 1): refuse work far beyond what a user waits for.
+    rank = max(1, m - len(representative) + 1)
+    work = len(representative) * rank * len(alphabet) * m * rank
+    if work > MAX_GRAPH_WORK:
+        notes.append(f"token graph: {len(representative)} decoded states and {m} tokens make "
+                     f"the exact fixpoint ~{work:.1e} operations, over its budget of "
+                     f"{MAX_GRAPH_WORK:.0e}")
+        return None
     prompt_counts = np.bincount(prompt, minlength=m).astype(np.float64)
     fed = sorted(decoded_at)
     proof = token_determined(source, U, prompt, prompt_counts, fed, decoded_at, start_state,
