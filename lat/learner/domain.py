@@ -29,7 +29,7 @@ import numpy as np
 
 from lat.learner.counts import COUNT_TOL, CountSpans, Domain, Span, Vocabulary, pair_outputs
 from lat.learner.token_graph import token_graph_domain
-from lat.learner.traces import sample_words
+from lat.learner.traces import chunked_rollouts, sample_words
 from lat.runtime.errors import InputError
 from lat.runtime.execute import rollout
 from lat.runtime.interface import Interface
@@ -180,17 +180,15 @@ def _enumerated_domain(source: CompiledModel, notes: list[str], budget: int,
     vocabulary = Vocabulary()
     sequences: list[np.ndarray] = []
     margin, longest = math.inf, 0
-    for start in range(0, len(words), ROLLOUT_CHUNK):
-        chunk = words[start: start + ROLLOUT_CHUNK]
-        for run in rollout(source, chunk, dtype="fp64", record=True):
+    for runs in chunked_rollouts(source, words, chunk=ROLLOUT_CHUNK, progress=progress,
+                                 phase="enumerate"):
+        for run in runs:
             rows = np.ascontiguousarray(run.tokens, dtype=np.float64)
             unique, inverse = np.unique(rows, axis=0, return_inverse=True)
             ids = np.array([vocabulary.of(r) for r in unique], dtype=np.int64)
             sequences.append(ids[inverse.reshape(-1)])
             margin = min(margin, run.margin)
             longest = max(longest, rows.shape[0])
-        if progress is not None:
-            progress("enumerate", min(start + ROLLOUT_CHUNK, len(words)), len(words))
     m = len(vocabulary.rows)
     design, spans = _spanning_inputs(sequences, range(len(words)), m)
     certify, _ = _spanning_inputs(sequences, range(len(words) - 1, -1, -1), m)

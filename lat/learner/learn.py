@@ -37,8 +37,8 @@ from lat.learner.domain import (
 )
 from lat.learner.equivalence import Equivalence, prove_equivalence
 from lat.learner.solve import Fit, fit, minimal_heads
-from lat.learner.traces import Traces, merge_traces, record_traces
-from lat.runtime.execute import RunResult, rollout
+from lat.learner.traces import Traces, merge_traces, record_traces, rollouts
+from lat.runtime.execute import RunResult
 from lat.runtime.model import CompiledModel
 
 Progress = Callable[[str, int, int], None]
@@ -208,7 +208,7 @@ def learn(
     if source is not None and method != "given":
         if domain.scope == "exact":
             words = domain.certify_words
-            runs = certify_runs = _rollouts(source, words, "fp64", True, progress, "design")
+            runs = certify_runs = rollouts(source, words, progress=progress, phase="design")
             residuals = sequence_residuals(fitted, [r.tokens for r in runs])
             uncovered = [w for w, r in zip(words, residuals, strict=True) if r > COVERAGE_TOL]
             if uncovered and design_rounds > 0:
@@ -225,7 +225,7 @@ def learn(
             while rounds < design_rounds:
                 sample = domain_words(source.interface, DESIGN_FACTOR * domain_samples,
                                       lengths, design_rng)
-                runs = _rollouts(source, sample, "fp64", True, progress, "design")
+                runs = rollouts(source, sample, progress=progress, phase="design")
                 residuals = sequence_residuals(fitted, [r.tokens for r in runs])
                 uncovered = [w for w, r in zip(sample, residuals, strict=True)
                              if r > COVERAGE_TOL]
@@ -271,8 +271,8 @@ def learn(
     clock = time.perf_counter()
     if source is not None:
         if certify_runs is None:  # the exact design round rolled these out already
-            certify_runs = _rollouts(source, domain.certify_words, "fp64", True, progress,
-                                     "domain")
+            certify_runs = rollouts(source, domain.certify_words, progress=progress,
+                                    phase="domain")
         elif progress is not None:
             progress("domain", len(certify_runs), len(certify_runs))
         sequences = [r.tokens for r in certify_runs]
@@ -309,8 +309,9 @@ def learn(
     if source is not None:
         words = _cross_check_words(source, domain, domain_samples, domain_max_len or max_len,
                                    seed)
-        expected = _rollouts(source, words, dtype, False, progress, "check source")
-        learned = _rollouts(model, words, dtype, False, progress, "check")
+        checking = {"dtype": dtype, "record": False, "progress": progress}
+        expected = rollouts(source, words, phase="check source", **checking)
+        learned = rollouts(model, words, phase="check", **checking)
         mismatches = [e.input for e, r in zip(expected, learned, strict=True)
                       if not _same_run(e, r)]
         checked = len(words)
@@ -324,7 +325,8 @@ def learn(
                 if mismatches else f"all {checked} sampled inputs decode alike (not a proof)")
         equivalent: bool | None = not mismatches
     else:
-        learned = _rollouts(model, traces.inputs, dtype, False, progress, "check")
+        learned = rollouts(model, traces.inputs, dtype=dtype, record=False, progress=progress,
+                           phase="check")
         mismatches = [traces.inputs[i] for i, run in enumerate(learned)
                       if not _matches_recorded(traces, i, run)]
         checked = len(traces.inputs)
@@ -463,17 +465,6 @@ def _record(source: CompiledModel, words: Sequence[Word],
         stopped_by=[s for p in parts for s in (p.stopped_by or [])],
         source=source.sha256(),
     )
-
-
-def _rollouts(model: CompiledModel, words: Sequence[Word], dtype: str, record: bool,
-              progress: Progress | None, phase: str) -> list[RunResult]:
-    out: list[RunResult] = []
-    for start in range(0, len(words), CHUNK):
-        out.extend(rollout(model, list(words[start: start + CHUNK]), dtype=dtype,
-                           record=record))
-        if progress is not None:
-            progress(phase, min(start + CHUNK, len(words)), len(words))
-    return out
 
 
 def _same_run(expected: RunResult, learned: RunResult) -> bool:

@@ -26,6 +26,7 @@ from lat.learner.counts import (
     iter_pair_outputs,
     relative_residual,
 )
+from lat.learner.traces import rollouts
 from lat.runtime.execute import rollout
 from lat.runtime.interface import Interface
 from lat.runtime.model import CompiledModel
@@ -82,7 +83,7 @@ def token_graph_domain(source: CompiledModel, notes: list[str], seed: int,
     while frontier:
         moves = [(s, a) for s in frontier for a in alphabet]
         words = [representative[s] + (a,) for s, a in moves]
-        runs = _rollouts(source, words, progress, "explore")
+        runs = rollouts(source, words, chunk=ROLLOUT_CHUNK, progress=progress, phase="explore")
         frontier = []
         for move, word, run in zip(moves, words, runs, strict=True):
             state = tuple(run.decoded[f][-1] for f in fields)
@@ -314,17 +315,6 @@ def token_determined(source: CompiledModel, U: np.ndarray, prompt: list[int],
         margins[c] = margin
         cross[c] = float(np.max(np.abs(others))) if others.size else 0.0
     return margins, cross
-
-
-def _rollouts(model: CompiledModel, words: list[Word], progress: Progress | None,
-              phase: str) -> list:
-    out = []
-    for start in range(0, len(words), ROLLOUT_CHUNK):
-        out.extend(rollout(model, words[start: start + ROLLOUT_CHUNK], dtype="fp64",
-                           record=True))
-        if progress is not None:
-            progress(phase, min(start + ROLLOUT_CHUNK, len(words)), len(words))
-    return out
 
 
 def _show(word: Word) -> str:

@@ -20,22 +20,22 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from lat.runtime.errors import ArtifactError
-from lat.runtime.execute import rollout
+from lat.runtime.execute import RunResult, rollout
 from lat.runtime.interface import Interface
 from lat.runtime.model import CompiledModel
 from lat.runtime.storage import read_safetensors, write_safetensors
 
 TRACES_SCHEMA = "1"
 
-__all__ = ["TRACES_SCHEMA", "Traces", "load_traces", "merge_traces", "record_traces",
-           "sample_words", "save_traces"]
+__all__ = ["TRACES_SCHEMA", "Traces", "chunked_rollouts", "load_traces", "merge_traces",
+           "record_traces", "rollouts", "sample_words", "save_traces"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -125,6 +125,26 @@ def record_traces(model: CompiledModel, inputs: Sequence[Sequence[str]]) -> Trac
         stopped_by=[r.stopped_by for r in results],
         source=model.sha256(),
     )
+
+
+def chunked_rollouts(
+    model: CompiledModel, words: Sequence[Sequence[str]], *, dtype: str = "fp64",
+    record: bool = True, chunk: int = 256,
+    progress: Callable[[str, int, int], None] | None = None, phase: str = "rollout",
+) -> Iterator[list[RunResult]]:
+    """`rollout` over `words` in chunks, yielding each chunk's runs (in input order) and
+    reporting progress after it: long lists without holding every run at once."""
+    for start in range(0, len(words), chunk):
+        yield rollout(model, [tuple(w) for w in words[start: start + chunk]], dtype=dtype,
+                      record=record)
+        if progress is not None:
+            progress(phase, min(start + chunk, len(words)), len(words))
+
+
+def rollouts(model: CompiledModel, words: Sequence[Sequence[str]], **options: object
+             ) -> list[RunResult]:
+    """Every run of `chunked_rollouts` (same options) as one list."""
+    return [run for runs in chunked_rollouts(model, words, **options) for run in runs]
 
 
 def merge_traces(first: Traces, second: Traces) -> Traces:
