@@ -53,6 +53,7 @@ class _Lazy(ModuleType):
 
 
 api = _Lazy("lat.api")
+inspection = _Lazy("lat.inspection")
 np = _Lazy("numpy")
 
 # User text (inputs, symbols, values, names, paths) is never read as rich markup or emoji
@@ -88,37 +89,6 @@ def _json_default(value: object) -> object:
 def _warnings(compilation: api.Compilation) -> None:
     for warning in compilation.warnings:
         err.print(Text(str(warning)))
-
-
-def model_summary(model: CompiledModel) -> dict[str, object]:
-    """H, d, d_out, parameters and margin: what every compile and inspect reports."""
-    return {
-        "program": model.interface.program,
-        "kind": model.interface.kind,
-        "origin": model.info.get("origin", "unknown"),
-        "heads": model.heads,
-        "d": model.d,
-        "d_out": model.d_out,
-        "parameters": model.parameters,
-        "dtype": str(model.V.dtype).replace("torch.", ""),
-        "decode_margin": model.info.get("decode_margin"),
-        "sha256": model.sha256(),
-        **_certificate_summary(model),
-    }
-
-
-def _certificate_summary(model: CompiledModel) -> dict[str, object]:
-    """What a learned artifact's certificate covers, in words (nothing for compiled ones)."""
-    certified = model.info.get("certified")
-    if model.info.get("origin") != "learned" or not isinstance(certified, dict):
-        return {}
-    equivalence = model.info.get("equivalence") or {}
-    return {
-        "certificate": f"{certified.get('scope')}: {certified.get('domain')}",
-        "equivalence": str(equivalence.get("statement", "")),
-        "certified": bool(certified.get("proven")),
-        **({} if certified.get("proven") else {"not certified because": certified.get("reason")}),
-    }
 
 
 def _summary_table(summary: dict[str, object], title: str) -> Table:
@@ -171,9 +141,10 @@ def cmd_compile(args: argparse.Namespace) -> int:
     model = compilation.artifact  # for context placement: the universal executor
     target = _compile_target(args)
     model.save(target)
-    summary = {**model_summary(model), "placement": args.program_in, "artifact": str(target)}
+    summary = {**inspection.model_summary(model), "placement": args.program_in,
+               "artifact": str(target)}
     if args.program_in == "context":
-        summary.update(context_sizes(compilation.model))
+        summary.update(inspection.context_sizes(compilation.model))
     if args.minimise:
         summary["states"] = len(compilation.declaration.states)
     if args.json:
@@ -223,14 +194,6 @@ def _running(message: str, show: bool) -> Iterator[None]:
             yield
         finally:
             done.set()
-
-
-def context_sizes(bound: CompiledModel) -> dict[str, object]:
-    """Prompt length and tokens per simulated step of a bound context-placement model."""
-    per_step = int(bound.interface.extra.get("tokens_per_step", 1))
-    prompt = len(bound.interface.prompt)
-    return {"prompt_tokens": prompt, "tokens_per_step": per_step,
-            "tokens_for_t_steps": f"c(t) = {prompt} + {per_step}·t"}
 
 
 def _read_text(source: str, what: str) -> str:
@@ -340,22 +303,16 @@ def _source_model(args: argparse.Namespace) -> CompiledModel | None:
 
 
 def cmd_trace(args: argparse.Namespace) -> int:
-    from lat.learner.traces import record_traces, sample_words, save_traces
-
     model = api.load_model(args.file, name=args.name, placement=args.program_in,
                            max_memory=args.max_memory)
-    api.check_steps(model, args.max_len, args.max_steps)
-    words = sample_words(model.interface, args.samples, args.max_len,
-                         np.random.default_rng(args.seed))
-    traces = record_traces(model, words)
-    save_traces(traces, args.output)
-    pairs = sum(len(t) for t in traces.tokens)
-    summary = {"traces": len(words), "samples": pairs, "file": args.output}
+    recording = inspection.record_trace_file(model, args.output, samples=args.samples,
+                                             max_len=args.max_len, seed=args.seed,
+                                             max_steps=args.max_steps)
     if args.json:
-        _print_json(summary)
+        _print_json(recording.to_json())
     else:
-        _say(f"recorded {len(words)} rollouts ({pairs} (context, output) pairs) "
-             f"to {args.output}")
+        _say(f"recorded {recording.rollouts} rollouts ({recording.pairs} (context, output) "
+             f"pairs) to {args.output}")
     return 0
 
 
@@ -400,41 +357,12 @@ def cmd_learn(args: argparse.Namespace) -> int:
 
 
 def _print_learn(report: dict, output: str | None) -> None:
-    certificate = report["certificate"]
     table = Table(title="learned by least squares (Algorithm 1)", show_header=False,
                   title_justify="left")
-    for key in ("samples", "traces", "train_max_abs_error"):
-        table.add_row(key, f"{report[key]:.3g}" if isinstance(report[key], float)
-                      else str(report[key]))
-    before = report.get("heads_before_minimising")
-    table.add_row("heads", str(report["heads"]) if before in (None, report["heads"])
-                  else f"{report['heads']} (Algorithm 1: {before})")
-    table.add_row("scope", Text(f"{certificate['scope']}: {certificate['domain']}"))
-    if certificate.get("domain_dimension") is not None:
-        table.add_row("domain dimension", str(certificate["domain_dimension"]))
-    for key, value in certificate.items():
-        if key in ("scope", "domain", "domain_dimension", "notes"):
-            continue
-        table.add_row(f"certificate.{key}", f"{value:.3g}" if isinstance(value, float)
-                      else str(value))
-    equivalence = report.get("equivalence") or {}
-    if report["equivalent"] is None:
-        table.add_row("reproduces traces", f"{report['reproduces_traces']} "
-                      f"({report['checked']} recorded runs)")
-    else:
-        table.add_row("equivalent", f"{report['equivalent']} ({equivalence.get('method')}; "
-                      f"{report['checked']} inputs run side by side)")
-    table.add_row("evidence", Text(str(equivalence.get("statement", ""))))
-    if report.get("design") in ("qr", "exact"):
-        table.add_row("design", f"{report['traces']} {report['design']}-designed traces")
-    comparison = report.get("design_comparison")
-    if comparison:
-        needed = (comparison["random_traces"] if comparison["random_covered"]
-                  else f"not covered by {comparison['max_random']}")
-        table.add_row("random traces to cover", f"{needed} (same domain, "
-                      f"{comparison['domain_sequences']} words)")
+    for figure, value in inspection.learn_summary(report):
+        table.add_row(Text(figure), Text(value))
     out.print(table)
-    out.print(Text("notes: " + str(certificate.get("notes", ""))), style="dim")
+    out.print(Text("notes: " + str(report["certificate"].get("notes", ""))), style="dim")
     if output:
         out.print(Text(f"learned artifact: {output}"))
 
@@ -455,9 +383,9 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         sys.stdout.write(to_dot(declaration))
         return 0
     model = api.load_model(path, name=args.name, max_memory=args.max_memory)
-    summary = {**model_summary(model), "interface": json.loads(model.interface.to_json())}
+    summary = inspection.artifact_summary(model)
     if args.plot:
-        plot_weights(model, args.plot)
+        inspection.plot_weights(model, args.plot)
         summary["plot"] = args.plot
     if args.json:
         _print_json({**summary, "info": dict(model.info)})
@@ -469,31 +397,6 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         _say(f"token fields: {fields}")
         _say(f"output fields: {outputs}")
     return 0
-
-
-def plot_weights(model: CompiledModel, path: str, max_heads: int = 4) -> None:
-    """Heatmaps of V_h and Q_h for the first heads."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    heads = min(model.heads, max_heads)
-    figure, axes = plt.subplots(heads, 2, figsize=(9, 3.6 * heads), squeeze=False)
-    for h in range(heads):
-        for column, (name, tensor) in enumerate((("V", model.V[h]), ("Q", model.Q[h]))):
-            axis = axes[h][column]
-            image = axis.imshow(tensor.double().numpy(), cmap="RdBu_r", aspect="auto",
-                                interpolation="nearest")
-            axis.set_title(f"{name}_{h}  ({tuple(tensor.shape)[0]}×{tuple(tensor.shape)[1]})")
-            axis.set_xlabel("token coordinate")
-            axis.set_ylabel("output coordinate" if name == "V" else "token coordinate")
-            figure.colorbar(image, ax=axis, fraction=0.046)
-    figure.suptitle(f"{model.interface.program}: H={model.heads}, d={model.d}, "
-                    f"d_out={model.d_out}")
-    figure.tight_layout()
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
 
 
 def cmd_decompile(args: argparse.Namespace) -> int:
@@ -624,7 +527,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     compilation = compile_source(text, DEMO_PROGRAM)
     model = compilation.model
     out.rule("2. compiled to linear attention")
-    summary = model_summary(model)
+    summary = inspection.model_summary(model)
     out.print(f"H={summary['heads']} heads, d={summary['d']}, d_out={summary['d_out']}, "
               f"{summary['parameters']} parameters, decode margin {summary['decode_margin']}")
     out.rule("3. runs")
