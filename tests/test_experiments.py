@@ -1,5 +1,5 @@
 """Experiments (lat.experiments): each quick mode on an even tinier setting; keys and the
-must-show inequalities of Issue 6 (never timings)."""
+inequalities each experiment must show (never timings)."""
 
 from __future__ import annotations
 
@@ -35,7 +35,7 @@ def test_kv_certificate(tmp_path):
     from lat.experiments import kv_certificate
 
     r = kv_certificate.run(quick=True, out=tmp_path, scale=0.1, sgd_heads=(1, 2))
-    assert "erm_gap" not in json.dumps(r)  # replaced by measured quantities (Issue 12)
+    assert "erm_gap" not in json.dumps(r)  # replaced by measured quantities
     assert (tmp_path / "kv-certificate.png").stat().st_size > 0
     assert r["lambda_min_identifiable"] > 0.01
     assert r["lambda_min_unidentifiable"] < 1e-9

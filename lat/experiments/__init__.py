@@ -1,4 +1,5 @@
-"""`lat experiment NAME`: the experiments of Issue 6, each a function returning a JSON dict.
+"""`lat experiment NAME`: the paper's experiments (Yau et al., arXiv 2410.10101,
+Sec. 4 and App. G) and our own, each a function returning a JSON dict.
 
 Every experiment module exposes `run(quick: bool, out: Path, scale: float = 1.0) -> dict`:
 `quick` picks the small setting (the whole suite in well under five minutes on two CPU

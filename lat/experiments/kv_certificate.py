@@ -1,4 +1,5 @@
-"""kv-certificate: the paper's key–value association experiment (PAPER_NOTES §5.2, Fig. 2).
+"""kv-certificate: the paper's key–value association experiment (Yau et al.,
+arXiv 2410.10101, Sec. 4.2 and Fig. 2).
 
 Setting (the authors' code, which reproduces the paper's λ_min = 0.06): m = 2 key/value
 pairs of width 2, model width d = 4, n = 3 tokens per sequence — the two table tokens

@@ -1,4 +1,5 @@
-"""random-mhla: learn random MHLA teachers with Algorithm 1 and with SGD (PAPER_NOTES §5.1).
+"""random-mhla: learn random MHLA teachers with Algorithm 1 and with SGD (Yau et al.,
+arXiv 2410.10101, Sec. 4.1, Fig. 1 and 3, App. G.1).
 
 Teacher: H heads, V_h ∈ R^{1×d} (scalar output, as in the paper), Q_h ∈ R^{d×d}, entries
 N(0,1)/√d. Tokens: T = 16 per sequence, entries N(0, 1/d) (unit expected norm). Targets:
@@ -23,7 +24,8 @@ the causal output at every position (every prefix is one sample, as in the paper
 `heads_recovered` is rank Ŵ. Because the symmetric feature S[j,k] = S[k,j] makes Ŵ
 unique only up to an antisymmetric part, the minimum-norm Ŵ of one random head usually
 has rank d (the coefficients split evenly between (j,k) and (k,j)); the function computed
-is the teacher's all the same (PAPER_NOTES §2, open question 9). `heads_minimal` is what
+is the teacher's all the same (the paper's Algorithm 1 returns rank Ŵ heads and gives no
+procedure for the fewest). `heads_minimal` is what
 `lat.learner.minimise.minimise_heads` finds in that freedom (not timed with Algorithm 1):
 the teacher's H when the search succeeds.
 """

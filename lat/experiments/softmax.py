@@ -1,5 +1,6 @@
 """A small softmax-attention transformer trained by Adam: the baseline the paper's automaton
-experiment uses (a Llama-style softmax Transformer, PAPER_NOTES §5.3), here at a CPU size.
+experiment uses (a Llama-style softmax Transformer: Yau et al., arXiv 2410.10101, App. G.2 and G.4,
+Fig. 4), here at a CPU size.
 
 It is trained on exactly the (tokens, outputs) sequences Algorithm 1 regresses on — the
 recorded rollouts of the compiled program, every position a sample — and judged exactly as

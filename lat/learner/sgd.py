@@ -34,6 +34,7 @@ import numpy as np
 import torch
 
 from lat.learner.solve import sequence_pairs
+from lat.runtime.forms import mhla_masked
 
 __all__ = ["SGDResult", "mhla_forward", "train_sgd"]
 
@@ -64,14 +65,9 @@ class SGDResult:
 
 
 def mhla_forward(Z: torch.Tensor, V: torch.Tensor, Q: torch.Tensor) -> torch.Tensor:
-    """Causal MHLA outputs (B, T, d_out) of tokens Z (B, T, d), masked parallel form."""
-    T = Z.shape[1]
-    queries = torch.einsum("hkl,btl->bhtk", Q, Z)  # Q_h z_t
-    scores = torch.einsum("bsk,bhtk->bhts", Z, queries)  # z_sᵀ Q_h z_t
-    mask = torch.ones(T, T, dtype=torch.bool, device=Z.device).tril()
-    scores = scores.masked_fill(~mask, 0.0)
-    values = torch.einsum("hij,bsj->bhsi", V, Z)  # V_h z_s
-    return torch.einsum("bhts,bhsi->bti", scores, values)
+    """Causal MHLA outputs (B, T, d_out) of tokens Z (B, T, d): the runtime's differentiable
+    masked form (`lat.runtime.forms.mhla_masked`), which autograd trains through."""
+    return mhla_masked(Z, V, Q)
 
 
 def _padded(pairs: list[tuple[np.ndarray, np.ndarray]], dtype: torch.dtype

@@ -460,12 +460,13 @@ def mhla_outputs(
 ) -> list[np.ndarray]:
     """Outputs (T, d_out) of heads V, Q on every sequence: float64, scale 1, no normalising.
 
-    The masked (parallel) form of the definition, y_t = Σ_h Σ_{s≤t} (z_sᵀ Q_h z_t) V_h z_s,
-    written out here in float64 rather than taken from the runtime's kernels, whose fast
-    paths are tuned for fp32 execution. Sequences are sorted by length and run in
-    zero-padded batches (padding at the end cannot change earlier outputs: the model is
-    causal); heads are processed in groups so that one score tensor stays within `budget`.
+    The runtime's chunked form in float64 (`lat.runtime.forms.mhla_chunked`, weights
+    "fp64": the state and every product stay float64). Sequences are sorted by length and
+    run in zero-padded batches of about `budget` token·width entries (padding at the end
+    cannot change earlier outputs: the model is causal).
     """
+    from lat.runtime.forms import mhla_chunked
+
     Vt = torch.from_numpy(np.ascontiguousarray(V, dtype=np.float64))
     Qt = torch.from_numpy(np.ascontiguousarray(Q, dtype=np.float64))
     H, d_out, d = Vt.shape
@@ -475,19 +476,13 @@ def mhla_outputs(
     i = 0
     while i < len(order) and lengths[order[i]] > 0:
         T = int(lengths[order[i]])
-        count = max(1, budget // (T * (T + d + d_out)))
+        count = max(1, budget // (T * (H * d + d + d_out)))
         chosen = order[i : i + count]
         Z = torch.zeros(chosen.size, T, d, dtype=torch.float64)
         for row, j in enumerate(chosen):
             Z[row, : lengths[j]] = torch.from_numpy(np.asarray(sequences[j], np.float64))
-        mask = torch.ones(T, T, dtype=torch.bool).tril()
-        Y = torch.zeros(chosen.size, T, d_out, dtype=torch.float64)
-        group = max(1, budget // max(chosen.size * T * (T + d + d_out), 1))
-        for h in range(0, H, group):
-            queries = torch.einsum("hkl,btl->bhtk", Qt[h : h + group], Z)  # Q_h z_t
-            scores = torch.einsum("bsk,bhtk->bhts", Z, queries).masked_fill(~mask, 0.0)
-            values = torch.einsum("hij,bsj->bhsi", Vt[h : h + group], Z)  # V_h z_s
-            Y += torch.einsum("bhts,bhsi->bti", scores, values)
+        with torch.no_grad():
+            Y = mhla_chunked(Z, Vt, Qt, weights="fp64")
         for row, j in enumerate(chosen):
             out[j] = Y[row, : lengths[j]].numpy().copy()
         i += chosen.size

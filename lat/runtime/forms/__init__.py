@@ -6,8 +6,9 @@ Shapes: tokens Z (B, T, d); V (H, d_out, d); Q (H, d, d); outputs (B, T, d_out).
 
 The files, laid out as flash-linear-attention lays out its ops:
 
-- `reference.py`  the definition as loops (`mhla_reference`) and the hand-written naive
-                  chunked baseline `lat bench` measures against (`naive_chunked`);
+- `reference.py`  the definition as loops (`mhla_reference`), the hand-written naive
+                  chunked baseline `lat bench` measures against (`naive_chunked`) and
+                  `mhla_masked`, the differentiable form (training, float64 checks);
 - `chunked.py`    `mhla_parallel` (one masked T×T block) and `mhla_chunked` (prefill);
 - `recurrent.py`  `mhla_recurrent`, one token at a time through a `RecurrentState`;
 - `packed.py`     `mhla_packed`, variable-length sequences on one token axis;
@@ -37,13 +38,18 @@ from lat.runtime.forms.layouts import (
 )
 from lat.runtime.forms.packed import mhla_packed
 from lat.runtime.forms.recurrent import dense_step, mhla_recurrent, recurrent_step, step_prepared
-from lat.runtime.forms.reference import mhla_reference, naive_chunked, reference_form
+from lat.runtime.forms.reference import (
+    mhla_masked,
+    mhla_reference,
+    naive_chunked,
+    reference_form,
+)
 
 __all__ = [
     "FORMATS", "FORMS", "KERNELS", "LAYOUTS", "Prepared", "RecurrentState", "TokenDecoder",
     "choose_block", "choose_chunk", "choose_kernel", "dense_step", "fla_available",
-    "fla_inputs", "fold", "format_name", "mhla", "mhla_chunked", "mhla_fla", "mhla_packed",
-    "mhla_parallel", "mhla_recurrent", "mhla_reference", "naive_chunked", "prepare",
+    "fla_inputs", "fold", "format_name", "mhla", "mhla_chunked", "mhla_fla", "mhla_masked",
+    "mhla_packed", "mhla_parallel", "mhla_recurrent", "mhla_reference", "naive_chunked", "prepare",
     "recurrent_step", "reference_form", "state_dtype", "step_prepared", "use_fla",
     "weight_dtype",
 ]

@@ -86,3 +86,28 @@ def naive_chunked(
             Y[:, start : start + chunk] += scores @ vc + qc @ state
             state = state + kc.transpose(1, 2) @ vc
     return Y
+
+
+def mhla_masked(
+    Z: torch.Tensor, V: torch.Tensor, Q: torch.Tensor, scale: float = 1.0,
+    normalise: bool = False, *, last: bool = False,
+) -> torch.Tensor:
+    """Differentiable MHLA in the dtype of Z, V, Q: outputs (B, T, d_out), or with `last`
+    only the last position's (B, d_out).
+
+    All positions: the causal (T × T) score block per head, z_sᵀ Q_h z_t masked to s ≤ t,
+    applied to the values V_h z_s — O(B·H·T²) memory. `last`: y_T = Σ_h V_h S Q_h z_T with
+    S = Σ_s z_s z_sᵀ, O(B·d²) memory (no score block).
+    """
+    T = Z.shape[1]
+    if last:
+        S = torch.einsum("bsj,bsk->bjk", Z, Z)  # Σ_s z_s z_sᵀ
+        queries = torch.einsum("hkl,bl->bhk", Q, Z[:, -1])  # Q_h z_T
+        y = torch.einsum("hij,bjk,bhk->bi", V, S, queries)
+        return finish(y[:, None], scale, normalise, T - 1)[:, 0]
+    queries = torch.einsum("hkl,btl->bhtk", Q, Z)  # Q_h z_t
+    scores = torch.einsum("bsk,bhtk->bhts", Z, queries)  # z_sᵀ Q_h z_t
+    causal = torch.ones(T, T, dtype=torch.bool, device=Z.device).tril()
+    scores = scores.masked_fill(~causal, 0.0)
+    values = torch.einsum("hij,bsj->bhsi", V, Z)  # V_h z_s
+    return finish(torch.einsum("bhts,bhsi->bti", scores, values), scale, normalise)
