@@ -1,15 +1,17 @@
-"""The public API: compile, load, run, verify, learn — what the `lat` command is made of."""
+"""The public API: compile, load, run, verify, learn — what the `lat` command is made of.
+
+What depends on a program's kind (its report fields, its verify domain, its step bound) is
+asked of the kind registry (`lat.compiler.kinds`): by the checked declaration, or by the
+`interface.kind` label an artifact carries.
+"""
 
 from __future__ import annotations
 
 import dataclasses
-import itertools
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-
-import numpy as np
 
 from lat.compiler import (  # read_source, check_file: re-exported, light (`lat check`)
     Compilation,
@@ -19,18 +21,15 @@ from lat.compiler import (  # read_source, check_file: re-exported, light (`lat 
     read_source,
 )
 from lat.compiler.bind import bind_program
-from lat.compiler.interpret import machine_output
-from lat.compiler.interpret import run as interpret
-from lat.compiler.ir import CheckedAutomaton, CheckedMachine, CheckedMemory
+from lat.compiler.ir import Checked
+from lat.compiler.kinds import kind_named, kind_of
+from lat.compiler.kinds import verify_words as verify_words  # public here: the verify domain
 from lat.compiler.lower import DEFAULT_MAX_MEMORY
 from lat.compiler.lower.memory import Embedding
 from lat.runtime.errors import DEFAULT_MAX_STEPS, InputError, ResourceError
 from lat.runtime.execute import RunResult, rollout
-from lat.runtime.interface import Interface
 from lat.runtime.model import CompiledModel
 from lat.runtime.storage import is_artifact
-
-Checked = CheckedAutomaton | CheckedMemory | CheckedMachine
 
 Progress = Callable[[str, int, int], None]
 
@@ -109,8 +108,8 @@ def word_of(model: CompiledModel, word: str | Sequence[str]) -> tuple[str, ...]:
 
 
 def run_report(model: CompiledModel, result: RunResult) -> dict[str, object]:
-    """The `lat run --json` object (the README's command line) for one execution, per program
-    kind."""
+    """The `lat run --json` object (the README's command line) for one execution; the
+    program's kind reads its own fields off the run (`Kind.readout`)."""
     interface = model.interface
     report: dict[str, object] = {
         "program": interface.program,
@@ -120,86 +119,29 @@ def run_report(model: CompiledModel, result: RunResult) -> dict[str, object]:
         "steps": result.steps,
         "margin": result.margin,
     }
-    if interface.kind == "automaton":
-        trace = list(result.decoded[interface.trace_field])
-        report["trace"] = trace
-        report["final_state"] = trace[-1]
-    elif interface.kind == "memory":
-        report["steps"] = 1  # one lookup, as the interpreter counts it
-    elif interface.kind == "machine":
-        report.update(machine_outcome(interface, result))
+    report.update(kind_named(interface.kind).readout(interface, result))
     report["margin_resolved"] = result.margin_resolved
     return report
-
-
-def machine_outcome(interface: Interface, result: RunResult) -> dict[str, object]:
-    """Output tape, status, final state and steps of a machine run, read off its decodes.
-
-    The runtime only decodes; this replays what the model wrote (cell, symbol) for every
-    transition it took — the same sum of writes the model itself attends to.
-    """
-    answers = [dict(zip(result.decoded, values, strict=True))
-               for values in zip(*result.decoded.values(), strict=True)]
-    per_step = int(interface.extra.get("tokens_per_step", 1))
-    last = answers[-1]
-    if per_step == 1:  # answer i decides transition i+1; it was taken iff fed back
-        steps = result.steps
-        writes = [(answers[i]["cell"], answers[i]["write"]) for i in range(steps)]
-        state = answers[steps - 1]["state"] if steps else str(interface.extra["start"])
-    else:  # a_0, b_1, a_1, b_2, ...: b_k decides, a_k applies (unless its head is out)
-        steps = sum(1 for i in range(2, len(answers), 2) if answers[i]["head"] != "out")
-        writes = [(answers[2 * k - 2]["head"], answers[2 * k - 1]["write"])
-                  for k in range(1, steps + 1)]
-        state = answers[2 * steps]["state"]
-    if last["halt"] == "yes":
-        status = "halted"
-    elif last["head"] == "out" and steps < interface.extra["steps"]:
-        status = "out_of_tape"
-    else:  # the step bound comes first, even when the next move would leave the tape
-        status = "step_limit"
-    blank = str(interface.extra["blank"])
-    tape = list(result.input) + [blank] * (int(interface.max_input_length or 0)
-                                          - len(result.input))
-    for cell, symbol in writes:
-        tape[int(cell)] = symbol
-    one_char = all(len(s) == 1 for s in interface.extra["tape"])
-    return {"output": machine_output(tape, blank, one_char), "status": status,
-            "final_state": state, "steps": steps}
 
 
 def worst_case_steps(model: CompiledModel, longest_input: int) -> int:
     """The most steps a run can take: a machine's step bound, one lookup for a memory, one
     step per input symbol for an automaton."""
     interface = model.interface
-    if interface.kind == "machine" and "steps" in interface.extra:
-        return int(interface.extra["steps"])
-    if interface.kind == "memory":
-        return 1
-    return longest_input
+    return kind_named(interface.kind).worst_case_steps(interface, longest_input).steps
 
 
 def check_steps(model: CompiledModel, longest_input: int, max_steps: int | None) -> int:
     """The worst case, or ResourceError (one line naming it and the flag) above the limit."""
-    worst = worst_case_steps(model, longest_input)
+    interface = model.interface
+    bound = kind_named(interface.kind).worst_case_steps(interface, longest_input)
+    worst = bound.steps
     if max_steps is not None and worst > max_steps:
-        why = ("its bound: steps" if model.interface.kind == "machine"
-               else "one per input symbol:")
         raise ResourceError(
-            f"program '{model.interface.program}' may take up to {worst:,} steps ({why} "
+            f"program '{interface.program}' may take up to {worst:,} steps ({bound.why} "
             f"{worst:,}), above --max-steps {max_steps:,}; raise --max-steps to allow it "
             f"(at ~0.5 ms a step, about {worst * 5e-4 / 60:,.0f} min)")
     return worst
-
-
-def _capped(model: CompiledModel, max_steps: int) -> CompiledModel:
-    """`model` whose runs stop after `max_steps` machine steps (never later than its own
-    bound); `run` reports a run stopped by the cap as an error, never as an answer."""
-    interface = model.interface
-    bound = int(interface.extra["steps"])
-    per_step = int(interface.extra.get("tokens_per_step", 1))
-    tokens = int(interface.max_steps) - per_step * (bound - max_steps)
-    return dataclasses.replace(model, interface=dataclasses.replace(interface,
-                                                                    max_steps=tokens))
 
 
 def run(
@@ -222,9 +164,13 @@ def run(
     worst = worst_case_steps(model, len(symbols))
     limited = model
     if max_steps is not None and worst > max_steps:
-        if model.interface.kind != "machine" or model.interface.max_steps is None:
+        # a kind that can stop its runs early (a machine) runs up to the limit; any other
+        # is refused before running
+        cap = kind_named(model.interface.kind).cap_steps
+        capped = cap(model.interface, max_steps) if cap is not None else None
+        if capped is None:
             check_steps(model, len(symbols), max_steps)
-        limited = _capped(model, max_steps)
+        limited = dataclasses.replace(model, interface=capped)
     result = rollout(limited, [symbols], reference=reference, kernel=kernel, device=device,
                      weights=weights)[0]
     report = run_report(model, result)
@@ -259,64 +205,21 @@ def certification(model: CompiledModel, symbols: Sequence[str]) -> tuple[bool, s
     return True, f"proven over {certified.get('domain')}"
 
 
-REPORT_KEYS = {
-    "automaton": ("output", "trace", "final_state", "steps"),
-    "memory": ("output",),
-    "machine": ("output", "status", "final_state", "steps"),
-}
-
-
 def expected_report(declaration: Checked, word: tuple[str, ...]) -> dict[str, object]:
     """What the reference interpreter says the run report must contain."""
-    if isinstance(declaration, CheckedMemory):
-        return {"output": interpret(declaration, word[0]).output}
-    truth = interpret(declaration, word)
-    keys = REPORT_KEYS["automaton" if isinstance(declaration, CheckedAutomaton) else "machine"]
-    return {key: list(value) if isinstance(value, tuple) else value
-            for key, value in ((k, getattr(truth, k)) for k in keys)}
+    return kind_of(declaration).expected(declaration, word)
 
 
 def verify_domain(
     declaration: Checked, max_len: int, samples: int, seed: int
 ) -> tuple[list[tuple[str, ...]], str]:
     """The inputs `verify` checks: words (automata, machines) or keys (memories)."""
-    if isinstance(declaration, CheckedMemory):
-        keys = [(k,) for k in declaration.keys]
-        if declaration.default is not None:  # keys outside the table take the default
-            keys += [("<not-a-key>",), ("",)]
-        return keys, "exhaustive"
-    if isinstance(declaration, CheckedMachine):
-        alphabet = tuple(s for s in declaration.tape if s != declaration.blank)
-        return verify_words(alphabet, min(max_len, declaration.tape_cells), samples, seed)
-    return verify_words(declaration.alphabet, max_len, samples, seed)
+    return kind_of(declaration).verify_inputs(declaration, max_len, samples, seed)
 
 
 def effective_max_len(declaration: Checked, max_len: int) -> int:
     """The longest input `verify_domain` can produce for this bound."""
-    if isinstance(declaration, CheckedMemory):
-        return 1
-    if isinstance(declaration, CheckedMachine):
-        return min(max_len, declaration.tape_cells)
-    return max_len
-
-
-def verify_words(
-    alphabet: Sequence[str], max_len: int, samples: int, seed: int = 0
-) -> tuple[list[tuple[str, ...]], str]:
-    """Every word up to `max_len` when there are at most `samples`, else `samples` random ones.
-
-    Random words take a uniform length in 0..max_len, then uniform symbols, so short words
-    are not drowned by the (far more numerous) long ones.
-    """
-    k = len(alphabet)
-    total = sum(k**n for n in range(max_len + 1))
-    if total <= samples:
-        words = [w for n in range(max_len + 1) for w in itertools.product(alphabet, repeat=n)]
-        return words, "exhaustive"
-    rng = np.random.default_rng(seed)
-    lengths = rng.integers(0, max_len + 1, size=samples)
-    words = [tuple(alphabet[i] for i in rng.integers(0, k, size=n)) for n in lengths]
-    return words, "sampled"
+    return kind_of(declaration).longest_input(declaration, max_len)
 
 
 @dataclass

@@ -3,7 +3,9 @@
 Exit codes: 0 success; 1 a run-time failure (bad input word, missing, corrupt or edited
 artifact, an output path that cannot be written, a --max-steps limit, verification mismatch,
 non-equivalent learning); 2 a program error (`FILE:LINE:COL`, a --max-memory refusal
-included) or a usage error; 130 interrupted (Ctrl-C). User text is printed literally.
+included) or a usage error; 130 interrupted (Ctrl-C); 70 a bug in lat (anything but the
+project's own error types: the traceback is printed, to be reported). User text is printed
+literally.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import json
 import sys
 import threading
 import time
+import traceback
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -27,7 +30,7 @@ from rich.text import Text
 
 from lat.cli_parser import EXPERIMENT_NAMES, build_parser
 from lat.compiler.errors import LatError, one_line
-from lat.compiler.ir import CheckedAutomaton
+from lat.compiler.kinds import kind_of
 from lat.progress import progress_bar
 from lat.runtime.errors import (
     ArtifactError,
@@ -276,10 +279,10 @@ def cmd_verify(args: argparse.Namespace) -> int:
     compilation = api.compile_file(args.file, name=args.name, placement=args.program_in,
                                    max_memory=args.max_memory)
     _warnings(compilation)
-    if compilation.model.interface.kind == "memory" and (args.max_len is not None
-                                                         or args.samples is not None):
-        raise UsageError("--max-len and --samples choose words; a memory's verify checks "
-                         "every key (and keys outside the table): leave them out")
+    fixed_domain = kind_of(compilation.declaration).fixed_verify_domain
+    if fixed_domain is not None and (args.max_len is not None or args.samples is not None):
+        raise UsageError(f"--max-len and --samples choose words; {fixed_domain}: "
+                         "leave them out")
     with progress_bar(not args.json) as progress:
         report = api.verify(compilation, max_len=8 if args.max_len is None else args.max_len,
                             samples=args.samples or 20_000, seed=args.seed,
@@ -376,7 +379,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         from lat.compiler import check_file
 
         declaration = check_file(path).get(args.name)
-        if not isinstance(declaration, CheckedAutomaton):
+        if kind_of(declaration).to_dot is None:
             raise InputError(f"--dot draws automata only; '{declaration.name}' is not one")
         from lat.compiler.graph import to_dot
 
@@ -559,6 +562,10 @@ HANDLERS = {
 }
 
 
+#: The exit code of an error that is not one of the project's own: a bug (sysexits' EX_SOFTWARE).
+BUG_EXIT = 70
+
+
 def main(argv: list[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
@@ -573,8 +580,9 @@ def main(argv: list[str] | None = None) -> int:
     except (InputError, ArtifactError, PrecisionError, ResourceError) as error:
         err.print(Text(f"lat: error: {one_line(str(error))}"))
         return 1
-    except (ValueError, RuntimeError) as error:  # e.g. --device cuda on a CPU machine
-        err.print(Text(f"lat: error: {one_line(str(error))}"))
+    except OSError as error:  # a file or folder that cannot be read or written
+        where = f"{error.filename}: " if error.filename is not None else ""
+        err.print(Text(f"lat: error: {one_line(where + (error.strerror or str(error)))}"))
         return 1
     except MemoryError:
         err.print(Text("lat: error: out of memory; lower the program's sizes, or check the "
@@ -583,6 +591,25 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         err.print("lat: interrupted")
         return 130
+    except Exception as error:
+        if isinstance(error, _lazy_error_types()):
+            err.print(Text(f"lat: error: {one_line(str(error))}"))
+            return 1
+        # Anything else is a programming error: say so, with the traceback to report.
+        traceback.print_exc(file=sys.stderr)
+        err.print(Text("lat: this is a bug in lat; please report it with the command above"))
+        return BUG_EXIT
+
+
+def _lazy_error_types() -> tuple[type[Exception], ...]:
+    """The project's error types that live in modules `lat check` must not import (they
+    load numpy): taken only from modules already imported, since an error of a module
+    never imported cannot have been raised."""
+    types: list[type[Exception]] = []
+    experiments = sys.modules.get("lat.experiments")
+    if experiments is not None:
+        types.append(experiments.UnknownExperiment)
+    return tuple(types)
 
 
 if __name__ == "__main__":

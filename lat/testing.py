@@ -19,6 +19,7 @@ from collections.abc import Callable, Sequence
 from hypothesis import strategies as st
 
 from lat.compiler import ast
+from lat.compiler.kinds import UnknownKind, kind_named, kind_names
 from lat.compiler.parse import RESERVED_WORDS
 from lat.compiler.printer import format_symbol, is_plain_name
 
@@ -325,7 +326,7 @@ def program_asts(max_declarations: int = 3) -> st.SearchStrategy[ast.Program]:
 #
 # (tests/test_testing_public.py runs this example.)
 
-PROGRAM_KINDS = ("automaton", "memory", "machine")
+PROGRAM_KINDS = kind_names()
 
 
 def programs(kind: str = "automaton", **sizes: int) -> st.SearchStrategy:
@@ -333,19 +334,18 @@ def programs(kind: str = "automaton", **sizes: int) -> st.SearchStrategy:
 
     kind: "automaton" (`automaton_sources`, default 2..8 states, 2..3 symbols), "memory"
     (`memory_sources`, default 1..12 pairs) or "machine" (`machine_sources`, default
-    sizes). `sizes` override the source strategy's keyword arguments. Each drawn source
-    is compiled with `lat.compiler.compile_source` (weights placement).
+    sizes): the kind's source strategy and defaults (`Kind.source_strategy`). `sizes`
+    override the source strategy's keyword arguments. Each drawn source is compiled with
+    `lat.compiler.compile_source` (weights placement).
     """
     from lat.compiler import compile_source
 
-    if kind == "automaton":
-        source = automaton_sources(**{"max_states": 8, "max_symbols": 3, **sizes})
-    elif kind == "memory":
-        source = memory_sources(**{"max_pairs": 12, **sizes})
-    elif kind == "machine":
-        source = machine_sources(**sizes)
-    else:
-        raise ValueError(f"kind must be one of {', '.join(PROGRAM_KINDS)}, not {kind!r}")
+    try:
+        found = kind_named(kind)
+    except UnknownKind:
+        raise ValueError(f"kind must be one of {', '.join(PROGRAM_KINDS)}, not {kind!r}") from None
+    strategy = globals()[found.source_strategy]
+    source = strategy(**{**found.strategy_defaults, **sizes})
     return source.map(lambda text: compile_source(text).model)
 
 

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from lat.compiler.check import check_program
 from lat.compiler.errors import Diagnostic, LatError
-from lat.compiler.ir import CheckedAutomaton, CheckedMachine, CheckedMemory, CheckedProgram
+from lat.compiler.ir import Checked, CheckedProgram
+from lat.compiler.kinds import kind_of
 from lat.compiler.lower import DEFAULT_MAX_MEMORY, Estimate, Lowered, estimate, format_bytes
 from lat.compiler.parse import parse_program
 from lat.runtime.errors import ArtifactError
@@ -21,7 +21,6 @@ if TYPE_CHECKING:  # torch, numpy and the runtime load with the first compile, n
     from lat.runtime.model import CompiledModel
 
 PLACEMENTS = ("weights", "context")
-Checked = CheckedAutomaton | CheckedMemory | CheckedMachine
 
 
 @dataclass(frozen=True)
@@ -96,11 +95,11 @@ def compile_source(
     declaration = checked.get(name)
     if minimise:
         declaration = minimise_declaration(declaration, filename)
-    if embedding is not None and embedding.kind != "onehot" and not isinstance(
-            declaration, CheckedMemory):
+    if embedding is not None and embedding.kind != "onehot" and not kind_of(
+            declaration).takes_embedding:
         raise LatError(Diagnostic(filename, declaration.source.pos,
                                   f"--embedding {embedding.kind} applies to memories only",
-                                  f"'{declaration.name}' is {_a(_kind(declaration))}: "
+                                  f"'{declaration.name}' is {_a(kind_of(declaration).name)}: "
                                   "leave out --embedding, --dim and --seed"))
     guard_size(declaration, placement, filename, max_memory,
                embedding.dim if embedding is not None and embedding.kind == "random" else None)
@@ -124,11 +123,10 @@ def guard_size(declaration: Checked, placement: str, filename: str, max_memory: 
     building it would need more than `max_memory` bytes."""
     sizes = estimate(declaration, placement, dim)
     if max_memory is not None and sizes.peak_bytes > max_memory:
-        source = declaration.source
-        pos = source.bound.pos if isinstance(declaration, CheckedMachine) else source.pos
+        kind = kind_of(declaration)
         raise LatError(Diagnostic(
-            filename, pos,
-            f"{_kind(declaration)} '{declaration.name}' ({placement} placement) needs "
+            filename, kind.size_at(declaration),
+            f"{kind.name} '{declaration.name}' ({placement} placement) needs "
             f"{sizes.describe()}, above the --max-memory limit of {format_bytes(max_memory)}",
             "make the program smaller, or raise the limit on a machine that has the memory: "
             f"--max-memory {-(-sizes.peak_bytes // 1024**3)}G"))
@@ -154,54 +152,22 @@ def bind_default_program(model: CompiledModel) -> CompiledModel:
 
 
 def minimise_declaration(declaration: Checked, filename: str) -> Checked:
-    from lat.compiler.graph import minimise
-
-    if not isinstance(declaration, CheckedAutomaton):
+    kind = kind_of(declaration)
+    if kind.minimise is None:
         raise LatError(Diagnostic(filename, declaration.source.pos,
                                   "--minimise applies to automata only",
-                                  f"'{declaration.name}' is {_a(_kind(declaration))}"))
-    return minimise(declaration)
+                                  f"'{declaration.name}' is {_a(kind.name)}"))
+    return kind.minimise(declaration)
 
 
 def lower(
     declaration: Checked, placement: str, filename: str, embedding: Embedding | None = None
 ) -> Lowered:
-    """Dispatch to the lowering pass of the declaration's kind."""
+    """The lowering pass of the declaration's kind for `placement` (context: universal
+    weights sized for this program, which binds as the prompt)."""
     if placement not in PLACEMENTS:
         raise ValueError(f"unknown placement '{placement}' (choose from {', '.join(PLACEMENTS)})")
-    from lat.compiler.lower import automaton, machine, memory
-
-    if placement == "weights":
-        if isinstance(declaration, CheckedAutomaton):
-            return automaton.lower_automaton(declaration)
-        if isinstance(declaration, CheckedMemory):
-            return _embedding_errors(memory.lower_memory, declaration, embedding, filename)
-        return machine.lower_machine(declaration)
-    # context: universal weights sized for this program, which binds as the prompt
-    if isinstance(declaration, CheckedAutomaton):
-        return automaton.lower_automaton_context(len(declaration.states),
-                                                 len(declaration.alphabet))
-    if isinstance(declaration, CheckedMemory):
-        return _embedding_errors(memory.lower_memory_context_for, declaration, embedding,
-                                 filename)
-    return machine.lower_machine_context(len(declaration.states), len(declaration.tape),
-                                         declaration.tape_cells)
-
-
-def _embedding_errors(
-    lower_fn: Callable[[CheckedMemory, Embedding], Lowered],
-    declaration: CheckedMemory,
-    embedding: Embedding | None,
-    filename: str,
-) -> Lowered:
-    """Report a too-small random embedding at the declaration, as a program error."""
-    from lat.compiler.lower.memory import Embedding, EmbeddingTooSmall
-
-    try:
-        return lower_fn(declaration, embedding or Embedding())
-    except EmbeddingTooSmall as exc:
-        raise LatError(Diagnostic(filename, declaration.source.pos, str(exc),
-                                  "raise --dim or use --embedding onehot")) from None
+    return kind_of(declaration).lowering(placement)(declaration, embedding, filename)
 
 
 def assemble(lowered: Lowered, declaration: Checked, placement: str, text: str) -> CompiledModel:
@@ -211,12 +177,12 @@ def assemble(lowered: Lowered, declaration: Checked, placement: str, text: str) 
     from lat.runtime.model import CompiledModel
 
     return CompiledModel(
-        V=torch.from_numpy(lowered.V),
-        Q=torch.from_numpy(lowered.Q),
+        V=torch.as_tensor(lowered.V),  # dense (numpy) or sparse (torch COO)
+        Q=torch.as_tensor(lowered.Q),
         interface=lowered.interface,
         info={
             "program": declaration.name if placement == "weights" else "<universal>",
-            "kind": _kind(declaration),
+            "kind": kind_of(declaration).name,
             "placement": placement,
             "decode_margin": lowered.decode_margin,
             "margin_note": lowered.margin_note,
@@ -228,11 +194,6 @@ def assemble(lowered: Lowered, declaration: Checked, placement: str, text: str) 
 
 def _a(word: str) -> str:
     return ("an " if word[:1] in "aeiou" else "a ") + word
-
-
-def _kind(declaration: Checked) -> str:
-    return {CheckedAutomaton: "automaton", CheckedMemory: "memory",
-            CheckedMachine: "machine"}[type(declaration)]
 
 
 __all__ = ["Compilation", "LatError", "check_file", "compile_source", "read_source"]

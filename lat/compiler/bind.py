@@ -9,33 +9,26 @@ from __future__ import annotations
 
 import dataclasses
 
-from lat.compiler.ir import CheckedAutomaton, CheckedMachine, CheckedMemory
+from lat.compiler.ir import Checked
+from lat.compiler.kinds import kind_of
 from lat.runtime.errors import InputError
 from lat.runtime.model import CompiledModel
 
 
-def bind_program(
-    model: CompiledModel, declaration: CheckedAutomaton | CheckedMemory | CheckedMachine
-) -> CompiledModel:
-    """The artifact `model` (context placement) set up to execute `declaration`."""
-    from lat.compiler.lower.automaton import bind_automaton
-    from lat.compiler.lower.machine import bind_machine
-    from lat.compiler.lower.memory import bind_memory
-
+def bind_program(model: CompiledModel, declaration: Checked) -> CompiledModel:
+    """The artifact `model` (context placement) set up to execute `declaration`, by the
+    binding of the declaration's kind."""
     interface = model.interface
     if interface.extra.get("placement") != "context":
         raise InputError("this artifact holds its program in its weights; --program is for "
                          "artifacts compiled with --program-in context")
-    binders = {CheckedAutomaton: ("automaton", bind_automaton),
-               CheckedMemory: ("memory", bind_memory),
-               CheckedMachine: ("machine", bind_machine)}
-    kind, binder = binders[type(declaration)]
-    if interface.kind != kind:
-        article = "an" if kind[:1] in "aeiou" else "a"
+    kind = kind_of(declaration)
+    if interface.kind != kind.name:
+        article = "an" if kind.name[:1] in "aeiou" else "a"
         raise InputError(f"this artifact executes {interface.kind} programs, "
-                         f"not {article} {kind} like '{declaration.name}'")
+                         f"not {article} {kind.name} like '{declaration.name}'")
     try:
-        bound = binder(interface, declaration)
+        bound = kind.bind(interface, declaration)
     except ValueError as exc:
         raise InputError(str(exc)) from None
     return dataclasses.replace(model, interface=bound,

@@ -14,38 +14,33 @@ from dataclasses import replace
 import networkx as nx
 
 from lat.compiler import ast
-from lat.compiler.ir import CheckedAutomaton, CheckedMachine, frozen_mapping
+from lat.compiler.ir import Checked, CheckedAutomaton, frozen_mapping
 from lat.compiler.printer import format_symbol
 
 
-def state_graph(a: CheckedAutomaton | CheckedMachine) -> nx.MultiDiGraph:
-    """States as nodes, one edge per (state, symbol) keyed and labelled by the symbol.
+def state_graph(a: Checked) -> nx.MultiDiGraph:
+    """States as nodes, one edge per (state, symbol) keyed and labelled by the symbol, as
+    the declaration's kind draws it (`Kind.state_graph`).
 
     Automaton nodes carry `start` and `accept`; machine nodes `start` and `halt`, and
-    machine edges also `write` and `move`.
+    machine edges also `write` and `move`. A kind without states is a TypeError.
     """
-    graph = nx.MultiDiGraph(name=a.name)
-    if isinstance(a, CheckedAutomaton):
-        for state in a.states:
-            graph.add_node(state, start=state == a.start, accept=state in a.accept)
-        for (state, symbol), target in a.transition_table.items():
-            graph.add_edge(state, target, key=symbol, symbol=symbol)
-    else:
-        for state in a.states:
-            graph.add_node(state, start=state == a.start, halt=state in a.halt)
-        for (state, read), (write, move, target) in a.rule_table.items():
-            graph.add_edge(state, target, key=read, symbol=read, write=write, move=move)
-    return graph
+    from lat.compiler.kinds import kind_of
+
+    kind = kind_of(a)
+    if kind.state_graph is None:
+        raise TypeError(f"a {kind.name} has no states to draw as a graph")
+    return kind.state_graph(a)
 
 
-def reachable_states(a: CheckedAutomaton | CheckedMachine) -> list[str]:
+def reachable_states(a: Checked) -> list[str]:
     """The states some input leads to from the start state, in declaration order."""
     graph = state_graph(a)
     reached = nx.descendants(graph, a.start) | {a.start}
     return [state for state in a.states if state in reached]
 
 
-def unreachable_states(a: CheckedAutomaton | CheckedMachine) -> list[str]:
+def unreachable_states(a: Checked) -> list[str]:
     """The states no input leads to from the start state, in declaration order."""
     reached = set(reachable_states(a))
     return [state for state in a.states if state not in reached]

@@ -138,15 +138,8 @@ def run_machine(m: CheckedMachine, word: Sequence[str]) -> MachineRun:
 
 
 def run(declaration: Checked, word: Sequence[str] | str) -> Run:
-    """Run any checked declaration. A memory takes one key: a string, or a one-symbol word."""
-    if isinstance(declaration, CheckedAutomaton):
-        return run_automaton(declaration, word)
-    if isinstance(declaration, CheckedMachine):
-        return run_machine(declaration, word)
-    if isinstance(declaration, CheckedMemory):
-        if isinstance(word, str):
-            return run_memory(declaration, word)
-        if len(word) != 1:
-            raise InputError(f"memory '{declaration.name}' takes one key, not {len(word)}")
-        return run_memory(declaration, word[0])
-    raise TypeError(f"not a checked declaration: {declaration!r}")  # pragma: no cover
+    """Run any checked declaration with its kind's interpreter. A memory takes one key: a
+    string, or a one-symbol word."""
+    from lat.compiler.kinds import kind_of  # the kinds build on this module's interpreters
+
+    return kind_of(declaration).interpret(declaration, word)

@@ -33,66 +33,32 @@ def format_symbol(symbol: ast.Symbol | str) -> str:
     return '"' + "".join(_ESCAPES.get(char, char) for char in text) + '"'
 
 
-def _symbols(symbols: tuple[ast.Symbol, ...]) -> str:
+def symbols_text(symbols: tuple[ast.Symbol, ...]) -> str:
     return ", ".join(format_symbol(symbol) for symbol in symbols)
 
 
-def _names(names: tuple[ast.Name, ...]) -> str:
+def names_text(names: tuple[ast.Name, ...]) -> str:
     return ", ".join(name.text for name in names)
 
 
-def _items(*items: tuple[str, str]) -> list[str]:
+def header_lines(*items: tuple[str, str]) -> list[str]:
     """Header lines; an empty list or name is left out, which parses back to the same AST
     (a missing item and an empty one both read as `()` / `Name("")`) and never lets a
     following body line be read as part of the empty list."""
     return [f"{INDENT}{keyword}: {value}" for keyword, value in items if value]
 
 
-def _selection(symbols: tuple[ast.Symbol, ...] | ast.Star) -> str:
+def selection_text(symbols: tuple[ast.Symbol, ...] | ast.Star) -> str:
     if isinstance(symbols, ast.Star):
         return "*"
     return " | ".join(format_symbol(symbol) for symbol in symbols)
 
 
 def format_declaration(declaration: ast.Declaration) -> str:
-    """One declaration as canonical text (no trailing newline)."""
-    lines: list[str]
-    if isinstance(declaration, ast.Automaton):
-        lines = [f"automaton {declaration.name.text} {{"]
-        lines += _items(("alphabet", _symbols(declaration.alphabet)),
-                        ("states", _names(declaration.states)),
-                        ("start", declaration.start.text),
-                        ("accept", _names(declaration.accept)))
-        lines += [
-            f"{INDENT}{t.state.text} {_selection(t.symbols)} -> {t.target.text}"
-            for t in declaration.transitions
-        ]
-    elif isinstance(declaration, ast.Memory):
-        lines = [f"memory {declaration.name.text} {{"]
-        lines += [
-            f"{INDENT}{format_symbol(entry.key)} -> {format_symbol(entry.value)}"
-            for entry in declaration.entries
-        ]
-        if declaration.default is not None:
-            lines += _items(("default", format_symbol(declaration.default)))
-    elif isinstance(declaration, ast.Machine):
-        bound = declaration.bound
-        lines = [f"machine {declaration.name.text} {{"]
-        lines += _items(("tape", _symbols(declaration.tape)),
-                        ("blank", format_symbol(declaration.blank)),
-                        ("states", _names(declaration.states)),
-                        ("start", declaration.start.text),
-                        ("halt", _names(declaration.halt)),
-                        ("bound", f"steps {bound.steps}, tape {bound.tape}"))
-        lines += [
-            f"{INDENT}{r.state.text} {_selection(r.reads)} -> {format_symbol(r.write)} "
-            f"{r.move} {r.target.text}"
-            for r in declaration.rules
-        ]
-    else:  # pragma: no cover - the AST has three declaration kinds
-        raise TypeError(f"not a declaration: {declaration!r}")
-    lines.append("}")
-    return "\n".join(lines)
+    """One declaration as canonical text (no trailing newline): its kind writes the lines."""
+    from lat.compiler.kinds import kind_of  # the kinds build on this module's helpers
+
+    return "\n".join([*kind_of(declaration).format(declaration), "}"])
 
 
 def format_program(program: ast.Program) -> str:

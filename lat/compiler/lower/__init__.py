@@ -1,4 +1,8 @@
-"""Lowering passes: one module per program kind, each `lower_<kind>(checked) -> Lowered`."""
+"""Lowering passes: one module per program kind, each `lower_<kind>(checked) -> Lowered`.
+
+Which lowering a declaration takes is its kind's (`lat.compiler.kinds`); this package
+holds what they share: `Lowered`, the size `Estimate` and byte formatting.
+"""
 
 from __future__ import annotations
 
@@ -52,6 +56,12 @@ class Estimate:
                 f"{format_bytes(self.weight_bytes)} of weights, about "
                 f"{format_bytes(self.peak_bytes)} to build")
 
+    @classmethod
+    def of(cls, heads: int, d: int, d_out: int, working: int, steps: int | None) -> Estimate:
+        """The estimate of fp32 weights of these shapes plus `working` bytes of scratch."""
+        weights = 4 * heads * (d_out * d + d * d)
+        return cls(heads, d, d_out, weights, 3 * weights + working, steps)
+
     def to_json(self) -> dict[str, object]:
         return {"heads": self.heads, "d": self.d, "d_out": self.d_out,
                 "weight_bytes": self.weight_bytes, "peak_bytes": self.peak_bytes,
@@ -59,32 +69,11 @@ class Estimate:
 
 
 def estimate(declaration: object, placement: str = "weights", dim: int | None = None) -> Estimate:
-    """The sizes `lower` would produce for `declaration` (tested equal on every kind)."""
-    from lat.compiler.ir import CheckedAutomaton, CheckedMachine, CheckedMemory
+    """The sizes `lower` would produce for `declaration`, from its kind (tested equal on
+    every kind)."""
+    from lat.compiler.kinds import kind_of
 
-    working = 0
-    if isinstance(declaration, CheckedAutomaton):
-        q, s, steps = len(declaration.states), len(declaration.alphabet), None
-        heads, d_out = 1, q + 2
-        d = 1 + q * s + (d_out if placement == "context" else 0)
-    elif isinstance(declaration, CheckedMachine):
-        q, s, c = len(declaration.states), len(declaration.tape), declaration.tape_cells
-        steps = declaration.max_steps
-        if placement == "context":
-            heads, d, d_out = 5, 5 * c + c * s + 2 * q + q * s + s + 5, q + 2 * s + c + 8
-        else:
-            heads, d, d_out = q + 1, 1 + c + c * s + q * c, q + 2 * s + 2 * c + 3
-    elif isinstance(declaration, CheckedMemory):
-        keys = len(declaration.keys) + (declaration.default is not None)
-        values, steps = len(declaration.values), 1
-        width = dim or keys
-        heads, d_out = 1, values
-        d = width + (values if placement == "context" else 0)
-        working = 8 * keys * width + 16 * keys * keys + 8 * values * keys
-    else:
-        raise TypeError(f"not a checked declaration: {type(declaration).__name__}")
-    weights = 4 * heads * (d_out * d + d * d)
-    return Estimate(heads, d, d_out, weights, 3 * weights + working, steps)
+    return kind_of(declaration).estimate(declaration, placement, dim)
 
 
 def format_bytes(count: float) -> str:

@@ -9,6 +9,10 @@ One head with Q = I. Tokens are orthonormal, so S_t z_t = c_t z_t where c_t ≥ 
 earlier copies of z_t, and y_t = c_t · V z_t. V sends `bos` to (q_0, accept(q_0)) and each
 pair (q, a) to (δ(q, a), accept(δ(q, a))): the transition table and the accepting set live
 in V alone. Every output block is c_t times a one-hot, hence the decode margin is c_t ≥ 1.
+
+A big automaton (dense V and Q above `SPARSE_LOWERING_BYTES`) gets the same weights as
+sparse COO tensors — 2 nonzeros per column of V, Q = I — never built dense; the margin
+argument is the same, checked on the entries (`check_onehot_columns`).
 """
 
 from __future__ import annotations
@@ -16,12 +20,23 @@ from __future__ import annotations
 import dataclasses
 
 import numpy as np
+import torch
 
 from lat.compiler.ir import CheckedAutomaton
 from lat.compiler.lower import Lowered
+from lat.runtime.forms.sparse import coo
 from lat.runtime.interface import Interface, OutputField, TokenField
 
 VERDICTS = ("reject", "accept")
+#: dense V and Q above this many bytes are built sparse
+SPARSE_LOWERING_BYTES = 64 << 20
+
+
+def uses_sparse_weights(states: int, symbols: int) -> bool:
+    """Whether `lower_automaton` builds sparse weights (the size estimate uses the same
+    rule): dense V and Q above `SPARSE_LOWERING_BYTES`."""
+    d, d_out = 1 + states * symbols, states + 2
+    return 4 * (d_out * d + d * d) > SPARSE_LOWERING_BYTES
 
 
 def automaton_interface(a: CheckedAutomaton) -> Interface:
@@ -42,7 +57,13 @@ def automaton_interface(a: CheckedAutomaton) -> Interface:
     )
 
 
-def lower_automaton(a: CheckedAutomaton) -> Lowered:
+def lower_automaton(a: CheckedAutomaton, sparse: bool | None = None) -> Lowered:
+    """One head, Q = I (see the module docstring). `sparse`: build sparse COO weights;
+    None decides by size (`uses_sparse_weights`)."""
+    if sparse is None:
+        sparse = uses_sparse_weights(len(a.states), len(a.alphabet))
+    if sparse:
+        return _lower_sparse(a)
     interface = automaton_interface(a)
     d, d_out = interface.d, interface.d_out
     state_index = {q: i for i, q in enumerate(a.states)}
@@ -66,6 +87,45 @@ def lower_automaton(a: CheckedAutomaton) -> Lowered:
         decode_margin=1.0,
         margin_note="one-hot tokens and Q = I: every output block is c·e_target with c ≥ 1",
     )
+
+
+def _lower_sparse(a: CheckedAutomaton) -> Lowered:
+    """`lower_automaton`'s weights as sparse COO tensors, built from index arrays."""
+    interface = automaton_interface(a)
+    d, d_out = interface.d, interface.d_out
+    state_index = {q: i for i, q in enumerate(a.states)}
+    accepting = set(a.accept)
+    pair_offset = interface.token_offset("state_symbol")
+    symbols = {s: i for i, s in enumerate(a.alphabet)}
+    columns = [interface.token_offset("bos")]
+    targets = [a.start]
+    for (state, symbol), target in a.transition_table.items():
+        # product field (q, a) sits at offset + index(q)·|Σ| + index(a)
+        columns.append(pair_offset + state_index[state] * len(symbols) + symbols[symbol])
+        targets.append(target)
+    column = np.array(columns, dtype=np.int64)
+    state_row = np.array([state_index[t] for t in targets], dtype=np.int64)
+    verdict_row = len(a.states) + np.array([t in accepting for t in targets], dtype=np.int64)
+    check_onehot_columns(column, d)
+    rows = np.concatenate([state_row, verdict_row])
+    cols = np.concatenate([column, column])
+    V = coo(torch.from_numpy(np.stack([np.zeros_like(rows), rows, cols])),
+            torch.ones(len(rows), dtype=torch.float32), (1, d_out, d))
+    diagonal = torch.arange(d)
+    Q = coo(torch.stack([torch.zeros(d, dtype=torch.long), diagonal, diagonal]),
+            torch.ones(d, dtype=torch.float32), (1, d, d), coalesced=True)
+    return Lowered(V=V, Q=Q, interface=interface, decode_margin=1.0,
+                   margin_note="one-hot tokens and Q = I: every output block is c·e_target "
+                               "with c ≥ 1 (sparse weights)")
+
+
+def check_onehot_columns(columns: np.ndarray, d: int) -> None:
+    """Each token coordinate is written once (one target per (state, symbol) and bos):
+    then each output block of V's column is one 1, which the margin argument needs."""
+    if columns.size and (int(columns.min()) < 0 or int(columns.max()) >= d
+                         or len(np.unique(columns)) != len(columns)):
+        raise ValueError("a token coordinate of the automaton is written twice or is out "
+                         "of range")
 
 
 # -- context placement: one set of weights for every automaton of given sizes ----------------

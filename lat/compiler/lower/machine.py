@@ -18,7 +18,8 @@ leaves everything as it is. Every output block is exactly one one-hot: decode ma
 
 The feedback re-embeds decoded values only: (cell, cell ⊗ (write − read), next state ⊗ head).
 The run stops when `halt` = yes, when the head decodes `out` (that transition is not taken:
-`out_of_tape`), or after `steps` transitions (`step_limit`).
+`out_of_tape`), or after `steps` transitions (`step_limit`). `interface.extra` carries the
+machine's `MachineRecord` (kinds/machine.py), from which its runs are read back.
 """
 
 from __future__ import annotations
@@ -29,10 +30,10 @@ import itertools
 import numpy as np
 
 from lat.compiler.ir import CheckedMachine
+from lat.compiler.kinds.machine import OUT, MachineRecord
 from lat.compiler.lower import Lowered
 from lat.runtime.interface import Interface, OutputField, TokenField
 
-OUT = "out"
 NO_YES = ("no", "yes")
 
 
@@ -47,6 +48,12 @@ def next_head(cell: int, move: str, cells: int) -> str:
     if move == "R":
         return OUT if cell + 1 == cells else str(cell + 1)
     return str(cell)
+
+
+def record(m: CheckedMachine, tokens_per_step: int = 1) -> MachineRecord:
+    """What the readout needs of `m` (kinds/machine.py), written into `interface.extra`."""
+    return MachineRecord(blank=m.blank, start=m.start, tape=tuple(m.tape), steps=m.max_steps,
+                         tokens_per_step=tokens_per_step)
 
 
 def machine_interface(m: CheckedMachine) -> Interface:
@@ -84,8 +91,7 @@ def machine_interface(m: CheckedMachine) -> Interface:
         max_steps=m.max_steps,
         input_fill=m.blank,
         max_input_length=m.tape_cells,
-        extra={"blank": m.blank, "start": m.start, "tape": list(m.tape),
-               "steps": m.max_steps},
+        extra=record(m).to_extra(),
     )
 
 
@@ -287,6 +293,5 @@ def bind_machine(interface: Interface, m: CheckedMachine) -> Interface:
         max_steps=2 * m.max_steps + 1,  # B and A per transition, then B on the final state
         input_fill=m.blank,
         max_input_length=m.tape_cells,
-        extra={**extra, "blank": m.blank, "start": m.start, "tape": list(m.tape),
-               "steps": m.max_steps},
+        extra={**extra, **record(m, tokens_per_step=2).to_extra()},
     )

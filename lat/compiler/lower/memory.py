@@ -5,7 +5,11 @@ default, which every unknown key takes). One head, Q = I on the key block, and
 V = Σ_k e_value(k) u_kᵀ where u_k is the key's embedding. A query token u_q attends only to
 itself (the prompt is the single query token), so y = (u_qᵀ u_q)·V u_q = Σ_k ⟨u_k, u_q⟩ e_value(k).
 
-One-hot keys give y = e_value(q): margin 1. Random unit keys in D dimensions give crosstalk
+One-hot keys give y = e_value(q): margin 1. A big one-hot table (dense weights above
+`SPARSE_LOWERING_BYTES`) is lowered straight to sparse COO tensors — K nonzeros in V, K in
+Q — and its margin is proven from the keys' orthonormality (Gram = I, `onehot_margin`)
+instead of a K×K Gram matrix; the dense path stays the reference (tested equal). Random
+unit keys in D dimensions give crosstalk
 Σ_{k≠q} ⟨u_k, u_q⟩ on the other values; the margin is computed exactly over every key, and
 compilation fails — naming the smallest D that works for the seed — when it is not above
 what fp32 execution resolves (a positive margin of 1e-6 would still be a coin toss).
@@ -22,10 +26,13 @@ import torch
 from lat.compiler.ir import CheckedMemory
 from lat.compiler.lower import Lowered
 from lat.runtime.execute import resolution
+from lat.runtime.forms.sparse import coo
 from lat.runtime.interface import Interface, OutputField, TokenField
 
 OTHER = "<other>"
 MAX_SEARCH_DIM = 1 << 14
+#: dense V and Q above this many bytes are built sparse (one-hot keys only)
+SPARSE_LOWERING_BYTES = 64 << 20
 
 
 class EmbeddingTooSmall(ValueError):
@@ -68,6 +75,25 @@ def exact_margin(keys: np.ndarray, value_of_key: np.ndarray, values: int) -> flo
     return float((correct - scores.max(axis=0)).min()) if values > 1 else float(correct.min())
 
 
+def onehot_margin(value_of_key: np.ndarray, values: int) -> float:
+    """`exact_margin` of one-hot keys without their K×K Gram matrix.
+
+    One-hot keys are orthonormal, so the Gram matrix is I and scores[v, q] = [value(q) = v]:
+    the right value scores 1 and every other 0 (with a single value, its score 1). Every
+    key must name a value in range, which is checked here rather than assumed."""
+    if value_of_key.size and not (int(value_of_key.min()) >= 0
+                                  and int(value_of_key.max()) < values):
+        raise ValueError("a key's value is outside the value field")
+    return 1.0
+
+
+def uses_sparse_weights(keys: int, width: int, values: int, embedding: Embedding) -> bool:
+    """Whether `lower_memory` builds sparse weights: one-hot keys, dense V and Q above
+    `SPARSE_LOWERING_BYTES` (the size estimate uses the same rule)."""
+    return embedding.kind == "onehot" and 4 * (values * width + width * width) > \
+        SPARSE_LOWERING_BYTES
+
+
 def fp32_resolves(margin: float, keys: np.ndarray) -> bool:
     """Is the margin above what fp32 execution resolves at these outputs' magnitude?"""
     magnitude = max(1.0, float(np.abs(keys @ keys.T).sum(axis=0).max()))
@@ -87,12 +113,22 @@ def smallest_working_dim(value_of_key: np.ndarray, values: int, seed: int, start
     raise EmbeddingTooSmall(f"no dimension up to {MAX_SEARCH_DIM} separates the keys")
 
 
-def lower_memory(memory: CheckedMemory, embedding: Embedding = Embedding()) -> Lowered:
+def lower_memory(memory: CheckedMemory, embedding: Embedding = Embedding(),
+                 sparse: bool | None = None) -> Lowered:
+    """One head over the key embedding (see the module docstring). `sparse`: build sparse
+    COO weights (one-hot keys only); None decides by size (`uses_sparse_weights`)."""
     slots = key_slots(memory)
     values = tuple(memory.values)
+    value_index = {value: i for i, value in enumerate(values)}
     value_of_key = np.array(
-        [values.index(memory.table.get(k, memory.default)) for k in slots], dtype=np.int64
+        [value_index[memory.table.get(k, memory.default)] for k in slots], dtype=np.int64
     )
+    if sparse is None:
+        sparse = uses_sparse_weights(len(slots), len(slots), len(values), embedding)
+    if sparse and embedding.kind != "onehot":
+        raise ValueError("sparse weights need one-hot keys (random keys are dense)")
+    if sparse:
+        return _lower_sparse(memory, slots, values, value_of_key)
     if embedding.kind == "onehot":
         keys = np.eye(len(slots))
         key_field = TokenField("key", "onehot", slots)
@@ -108,7 +144,19 @@ def lower_memory(memory: CheckedMemory, embedding: Embedding = Embedding()) -> L
             f"margin {margin:.3g} for memory '{memory.name}', too small for fp32 to keep the "
             f"keys apart; --dim {best} is the smallest that works for this seed"
         )
-    interface = Interface(
+    interface = _interface(memory, slots, values, key_field)
+    V = np.zeros((1, len(values), keys.shape[1]), dtype=np.float32)
+    np.add.at(V[0], value_of_key, keys.astype(np.float32))
+    Q = np.eye(keys.shape[1], dtype=np.float32)[None]
+    note = ("one-hot keys: y = e_value exactly" if embedding.kind == "onehot" else
+            f"random unit keys in {keys.shape[1]} dimensions (seed {embedding.seed}): exact "
+            "margin over every key, crosstalk included")
+    return Lowered(V=V, Q=Q, interface=interface, decode_margin=margin, margin_note=note)
+
+
+def _interface(memory: CheckedMemory, slots: tuple[str, ...], values: tuple[str, ...],
+               key_field: TokenField) -> Interface:
+    return Interface(
         kind="memory",
         program=memory.name,
         input_alphabet=tuple(memory.keys),
@@ -121,13 +169,21 @@ def lower_memory(memory: CheckedMemory, embedding: Embedding = Embedding()) -> L
         input_other=slots[-1] if memory.default is not None else None,
         single_symbol_input=True,
     )
-    V = np.zeros((1, len(values), keys.shape[1]), dtype=np.float32)
-    np.add.at(V[0], value_of_key, keys.astype(np.float32))
-    Q = np.eye(keys.shape[1], dtype=np.float32)[None]
-    note = ("one-hot keys: y = e_value exactly" if embedding.kind == "onehot" else
-            f"random unit keys in {keys.shape[1]} dimensions (seed {embedding.seed}): exact "
-            "margin over every key, crosstalk included")
-    return Lowered(V=V, Q=Q, interface=interface, decode_margin=margin, margin_note=note)
+
+
+def _lower_sparse(memory: CheckedMemory, slots: tuple[str, ...], values: tuple[str, ...],
+                  value_of_key: np.ndarray) -> Lowered:
+    """One-hot keys as sparse COO weights: V[0, value(k), k] = 1 and Q = I, never dense."""
+    keys = len(slots)
+    margin = onehot_margin(value_of_key, len(values))
+    interface = _interface(memory, slots, values, TokenField("key", "onehot", slots))
+    column = torch.arange(keys)
+    V = coo(torch.stack([torch.zeros(keys, dtype=torch.long), torch.from_numpy(value_of_key),
+                         column]), torch.ones(keys, dtype=torch.float32), (1, len(values), keys))
+    Q = coo(torch.stack([torch.zeros(keys, dtype=torch.long), column, column]),
+            torch.ones(keys, dtype=torch.float32), (1, keys, keys), coalesced=True)
+    return Lowered(V=V, Q=Q, interface=interface, decode_margin=margin,
+                   margin_note="one-hot keys: y = e_value exactly (sparse weights)")
 
 
 # -- context placement: the paper's associative-memory construction --------------------------
