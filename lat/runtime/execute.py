@@ -41,9 +41,15 @@ from lat.runtime.device import resolve_device, single_thread
 from lat.runtime.errors import InputError, PrecisionError
 from lat.runtime.fast import run_single
 from lat.runtime.forms import FORMATS, KERNELS
+from lat.runtime.forms.sparse import densify, prefers_sparse, stored_values
 from lat.runtime.interface import Interface
 from lat.runtime.model import CompiledModel
-from lat.runtime.steppers import DenseStepper, ReferenceStepper, SparseStepper
+from lat.runtime.steppers import (
+    DenseStepper,
+    ReferenceStepper,
+    SparseStepper,
+    SparseWeightsStepper,
+)
 from lat.runtime.tokens import Decode, SpecPlan, Tokens
 
 # Floats of decode state a batch may hold at once; bigger batches are split.
@@ -102,7 +108,7 @@ def check_weights(model: CompiledModel, weights: str) -> None:
     if weights in ("fp32", "fp64"):
         return
     target = FORMATS[weights]
-    for name, tensor in (("V", model.V), ("Q", model.Q)):
+    for name, tensor in (("V", stored_values(model.V)), ("Q", stored_values(model.Q))):
         rounded = tensor.to(target)
         if not bool(torch.isfinite(rounded).all()):
             raise PrecisionError(
@@ -160,7 +166,11 @@ def rollout(
     words = [tuple(w) for w in inputs]
     for word in words:
         interface.check_word(word)
-    per_row = (model.d + 1) * model.d_out
+    sparse = kernel == "sparse" or (kernel == "auto" and not reference
+                                    and prefers_sparse(model.V, model.Q))
+    # the sparse decoder's state grows with the entries written; what a row holds at
+    # once is its output and decode (a few d_out vectors)
+    per_row = 8 * model.d_out if sparse else (model.d + 1) * model.d_out
     if batch_size is None:
         batch_size = max(1, min(4096, STATE_BUDGET // max(per_row, 1)))
     target = resolve_device(device)
@@ -174,7 +184,8 @@ def rollout(
         for start in range(0, len(order), batch_size):
             chosen = order[start : start + batch_size]
             batch = _rollout_batch(model, [words[i] for i in chosen], reference,
-                                   DTYPES[dtype], weights, record, target, kernel, history)
+                                   DTYPES[dtype], weights, record, target, kernel, history,
+                                   sparse)
             for i, result in zip(chosen, batch, strict=True):
                 results[i] = result
     final = [r for r in results if r is not None]
@@ -198,16 +209,26 @@ def _rollout_batch(
     device: torch.device,
     kernel: str,
     history: bool = True,
+    sparse: bool = False,
 ) -> list[RunResult]:
     interface = model.interface
     batch, d = len(words), interface.d
     V, Q = model.V.to(device), model.Q.to(device)
     tokens = Tokens(interface, words, device)
     # then no output cancels (as `prepare(...).nonnegative`, without preparing the weights)
-    nonnegative = bool((V >= 0).all() and (Q >= 0).all()) and tokens.nonnegative
+    nonnegative = bool((stored_values(V) >= 0).all() and (stored_values(Q) >= 0).all()) \
+        and tokens.nonnegative
     decode = Decode(interface, nonnegative, device)
+    if sparse and not (tokens.binary or tokens.signed_units):
+        raise ValueError("the sparse form runs tokens of unit vectors only; this interface "
+                         "has embedding fields")
+    if not sparse:  # every other form multiplies dense matrices
+        V, Q = densify(V), densify(Q)
 
     def stepper(V: torch.Tensor, Q: torch.Tensor, absolute: bool = False):
+        if sparse:
+            return SparseWeightsStepper(V, Q, model, batch, weights, dtype, device,
+                                        signed=tokens.signed_units, absolute=absolute)
         if reference:
             return ReferenceStepper(V, Q, model, weights, dtype, tokens, absolute)
         # |z| of a signed token is not the sum of its codes' |e_c| (e_(a,b) − e_(a,b) = 0),
@@ -222,7 +243,10 @@ def _rollout_batch(
     main = stepper(V, Q)
     rounding = weight_rounding(weights)
     # E = Σ|V| S_abs |Q| |z|: needed only when low-precision terms can cancel.
-    bound = stepper(V.abs(), Q.abs(), absolute=True) if rounding and not nonnegative else None
+    bound = None
+    if rounding and not nonnegative:
+        bound = stepper(V, Q, absolute=True) if sparse else stepper(V.abs(), Q.abs(),
+                                                                     absolute=True)
 
     halt_rules = [
         (name, interface.output_field(name).values.index(value))
@@ -239,9 +263,10 @@ def _rollout_batch(
         and not any(plan.uses_output for plan in prompt)
         and main.prefill_pays(len(prompt), max(len(p.fields) for p in prompt))
     )
-    if (batch == 1 and device.type == "cpu" and isinstance(main, SparseStepper)
-            and bound is None and not prefill
-            and (main.decoder.unit or main.decoder.sparse)
+    if (batch == 1 and device.type == "cpu" and bound is None and not prefill
+            and (isinstance(main, SparseWeightsStepper) or (
+                isinstance(main, SparseStepper)
+                and (main.decoder.unit or main.decoder.sparse)))
             and sum(plan.uses_input for plan in prompt) <= len(words[0])):
         # one sequence on the CPU: plain Python and numpy, no per-op torch overhead
         single = run_single(tokens, main.decoder, interface, decode.nonnegative, words[0],

@@ -15,6 +15,11 @@ decode with Python integers and a handful of numpy ops per token:
   the smallest margin and whether every margin resolved): memory does not grow with the
   input.
 
+Sparse weights (`forms.sparse.SparseDecoder`) run the same way: a token's value and Q rows
+are read off the decoder's per-code tables, and the state keeps only the rows a token has
+touched (`SparseRows`), so a 50,000-key memory or a 10,000-state automaton never builds
+its (d+1)·d_out state.
+
 Compiled models' weights are small integers, so every sum is exact and the results equal
 the batched path's bit for bit; for other weights a row hit by two entries of one token
 is summed in another order (within rounding of the batched path).
@@ -28,7 +33,70 @@ import numpy as np
 import torch
 
 from lat.runtime.forms import TokenDecoder
+from lat.runtime.forms.sparse import SparseDecoder
 from lat.runtime.tokens import SpecPlan, Tokens
+
+
+class SparseRows(dict):
+    """The folded state's rows that a token has touched (row → d_out vector); any other
+    row reads as zeros (created on first use, so `state[row] += delta` works)."""
+
+    def __init__(self, width: int, dtype: np.dtype) -> None:
+        super().__init__()
+        self.width, self.dtype = width, dtype
+
+    def __missing__(self, row: int) -> np.ndarray:
+        value = self[row] = np.zeros(self.width, dtype=self.dtype)
+        return value
+
+
+class SparseTables:
+    """A `SparseDecoder`'s per-code tables as numpy rows on demand: the value row
+    [V_h e_c]_h (H·d_out, dense) and the Q entries (row k, head h, coef) of a code
+    (codes above d are the negated rows, as the signed decoder has them)."""
+
+    def __init__(self, decoder: SparseDecoder) -> None:
+        self.d, self.width = decoder.d, decoder.H * decoder.d_out
+        values, queries = decoder.values, decoder.queries
+        self.v_ptr = values.ptr.cpu().numpy()
+        self.v_target = values.target.cpu().numpy()
+        self.v_coef = values.coef.cpu().numpy()
+        self.q_ptr = queries.ptr.cpu().numpy()
+        self.q_head = queries.head.cpu().numpy()
+        self.q_target = queries.target.cpu().numpy()
+        self.q_coef = queries.coef.cpu().numpy()
+        self.dtype = self.v_coef.dtype
+        self.absolute = decoder.absolute
+
+    def _base(self, code: int) -> tuple[int, float]:
+        if code > self.d:
+            return code - (self.d + 1), (1.0 if self.absolute else -1.0)
+        return code, 1.0
+
+    def value(self, code: int) -> np.ndarray:
+        base, sign = self._base(code)
+        row = np.zeros(self.width, dtype=self.dtype)
+        start, stop = self.v_ptr[base], self.v_ptr[base + 1]
+        np.add.at(row, self.v_target[start:stop], self.v_coef[start:stop])
+        return row if sign == 1.0 else -row
+
+    def queries(self, code: int) -> list[tuple[int, int, float]]:
+        base, sign = self._base(code)
+        start, stop = self.q_ptr[base], self.q_ptr[base + 1]
+        return [(int(k), int(h), sign * float(c)) for k, h, c in zip(
+            self.q_target[start:stop], self.q_head[start:stop], self.q_coef[start:stop],
+            strict=True)]
+
+    def is_identity(self) -> bool:
+        """H = 1 and Q = I: every code c < d has the single entry (c, head 0, 1)."""
+        d = self.d
+        return bool(len(self.q_target) == d and np.array_equal(np.diff(self.q_ptr[:d + 1]),
+                                                               np.ones(d, dtype=np.int64))
+                    and np.array_equal(self.q_target, np.arange(d))
+                    and np.all(self.q_coef == 1) and np.all(self.q_head == 0))
+
+    def all_values(self) -> np.ndarray:
+        return self.v_coef
 
 
 class SinglePlan:
@@ -79,18 +147,35 @@ class SinglePlan:
 class SingleDecoder:
     """The coordinate decoder's state for one row, in numpy (see the module docstring)."""
 
-    def __init__(self, decoder: TokenDecoder) -> None:
+    def __init__(self, decoder: TokenDecoder | SparseDecoder) -> None:
         self.H, self.d, self.d_out = decoder.H, decoder.d, decoder.d_out
         self.scale, self.normalise, self.length = decoder.scale, decoder.normalise, 0
-        self.values = decoder.values.cpu().numpy()
-        self.dtype = self.values.dtype
-        self.unit, self.signed = decoder.unit, decoder.signed
-        if not self.unit:
-            self.k_index = decoder.k_index.cpu().numpy()
-            self.h_index = decoder.h_index.cpu().numpy()
-            self.coef = decoder.coef.cpu().numpy()
-        self.state = np.zeros((self.d + 1, self.d_out), dtype=self.dtype)
+        self.signed = decoder.signed
+        self.tables = SparseTables(decoder) if isinstance(decoder, SparseDecoder) else None
+        if self.tables is not None:
+            self.dtype = self.tables.dtype
+            self.unit = self.tables.is_identity()
+            self.value_row = self.tables.value
+            self.state: np.ndarray | SparseRows = SparseRows(self.d_out, self.dtype)
+        else:
+            self.values = decoder.values.cpu().numpy()
+            self.dtype = self.values.dtype
+            self.unit = decoder.unit
+            if not self.unit:
+                self.k_index = decoder.k_index.cpu().numpy()
+                self.h_index = decoder.h_index.cpu().numpy()
+                self.coef = decoder.coef.cpu().numpy()
+            self.value_row = self.values.__getitem__
+            self.state = np.zeros((self.d + 1, self.d_out), dtype=self.dtype)
         self.cache: dict[tuple[int, ...], tuple] = {}
+
+    def _entries(self, code: int) -> list[tuple[int, int, float]]:
+        """(state row, head, coef) of every nonzero of Q_hᵀ e_code."""
+        if self.tables is not None:
+            return self.tables.queries(code)
+        return [(int(k), int(h), c) for k, h, c in zip(
+            self.k_index[code], self.h_index[code], self.coef[code], strict=True)
+            if k != self.d]
 
     def _row(self, code: int) -> tuple[int, float]:
         d = self.d
@@ -101,16 +186,15 @@ class SingleDecoder:
     def _compile(self, codes: tuple[int, ...]) -> tuple:
         """Rows the token updates and their increments; rows it reads and their signs."""
         d, d_out = self.d, self.d_out
-        v = self.values[list(codes)].sum(axis=0) if len(codes) > 1 else self.values[codes[0]]
+        v = (sum(self.value_row(code) for code in codes) if len(codes) > 1
+             else self.value_row(codes[0]))
         increments: dict[int, np.ndarray] = {}
         for code in codes:
             if self.unit:
                 row, sign = self._row(code)
                 entries = [] if row == d else [(row, 0, sign)]
             else:
-                entries = [(int(k), int(h), c) for k, h, c in zip(
-                    self.k_index[code], self.h_index[code], self.coef[code], strict=True)
-                    if k != d]
+                entries = self._entries(code)
             for row, head, coef in entries:
                 part = (self.dtype.type(coef) * v[head * d_out:(head + 1) * d_out])
                 increments[row] = increments[row] + part if row in increments else part
@@ -137,7 +221,7 @@ class SingleDecoder:
         if not all(len(plan.fields) <= 1 and not any(signed for _, signed, _ in plan.fields)
                    for plan in plans):
             return
-        values = self.values
+        values = self.tables.all_values() if self.tables is not None else self.values
         if not bool(np.all(values == np.round(values))):
             return
         biggest = max(float(np.abs(values).max()) if values.size else 0.0, 1.0)
@@ -152,14 +236,16 @@ class SingleDecoder:
         n = self.counts.get(code, 0) + 1
         if n > self.limit:  # exactness would end: write the rows out, step them from now
             for c, count in self.counts.items():
-                self.state[c] = self.dtype.type(count) * self.values[c]
+                self.state[c] = self.dtype.type(count) * self.value_row(c)
             self.counting = False
             return None
         self.counts[code] = n
         base = self.bases.get(code)
         if base is None:
-            v = self.values[code].copy()
-            base = self.bases[code] = (v, *self.decode(v))
+            v = np.array(self.value_row(code), copy=True)
+            # the value row is kept only when outputs are recorded (bounded memory)
+            base = (v if record else None, *self.decode(v))
+            self.bases[code] = base
         v, indices, margin, magnitude = base
         self.length += 1
         times = self.dtype.type(n)
@@ -173,9 +259,17 @@ class SingleDecoder:
         state = self.state
         if len(rows) == 1:
             state[rows[0]] += delta[0]
+        elif len(rows) and self.tables is not None:
+            for row, change in zip(rows.tolist(), delta, strict=True):
+                state[row] += change
         elif len(rows):
             state[rows] += delta
-        y = state[read_rows[0]].copy() if plain else signs @ state[read_rows]
+        if plain:
+            y = state[read_rows[0]].copy()
+        elif self.tables is not None:
+            y = signs @ np.stack([state[row] for row in read_rows.tolist()])
+        else:
+            y = signs @ state[read_rows]
         self.length += 1
         if self.scale != 1.0:
             y = y * self.dtype.type(self.scale)

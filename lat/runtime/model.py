@@ -9,7 +9,12 @@ exactly like a flipped weight byte. Loading checks all of it; a file that fails 
 refused with one line (never pickle, never a partial model).
 
 Schema history: "1" (digest over the tensors only) is refused with a request to recompile —
-loading it would trust metadata nothing vouches for. The digest detects corruption and
+loading it would trust metadata nothing vouches for. "2": every tensor's digest is over its
+dense bytes (also when the file stores it as indices + values). "3" (written whenever a
+tensor is stored sparse): a sparse-stored tensor's digest is over its stored parts (flat
+positions and values), so a table of 50,000 entries is checked, loaded and kept as a
+sparse COO tensor without ever building its 10 GB dense form; tensors whose dense form is
+at most `DENSE_LOAD_BYTES` are densified on load, as before. The digest detects corruption and
 edits; it is not a signature (whoever rewrites a file can recompute it).
 """
 
@@ -30,11 +35,16 @@ from lat.runtime.storage import (
     SPARSE_PARTS,
     dense_from_parts,
     read_safetensors,
+    sparse_digest_bytes,
     sparse_parts,
+    stored_sparse,
+    tensor_from_parts,
     write_safetensors,
 )
 
-SCHEMA_VERSION = "2"
+SCHEMA_VERSION = "2"  # all digests over dense bytes
+SPARSE_SCHEMA = "3"  # sparse-stored tensors digested as stored (see the module docstring)
+DENSE_LOAD_BYTES = 64 << 20  # a sparse-stored tensor up to this dense size loads dense
 
 
 @dataclass(frozen=True)
@@ -76,17 +86,36 @@ class CompiledModel:
     def parameters(self) -> int:
         return int(self.V.numel() + self.Q.numel())
 
+    @property
+    def sparse(self) -> bool:
+        """Whether V or Q is held as a sparse COO tensor (big one-hot tables)."""
+        return self.V.layout == torch.sparse_coo or self.Q.layout == torch.sparse_coo
+
+    def dense(self) -> CompiledModel:
+        """The same model with dense V and Q (itself when already dense): for consumers
+        that need dense matrices; a big table's dense form may not fit in memory."""
+        if not self.sparse:
+            return self
+        return replace(self, V=self.V.to_dense(), Q=self.Q.to_dense())
+
+    def _schema(self) -> str:
+        return SPARSE_SCHEMA if stored_sparse(self.V) or stored_sparse(self.Q) else SCHEMA_VERSION
+
+    def _parts(self) -> dict[str, torch.Tensor]:
+        """The tensors as `save` writes them (big one-hot tables as indices + values)."""
+        return {**sparse_parts("V", self.V), **sparse_parts("Q", self.Q)}
+
     def with_info(self, **more: object) -> CompiledModel:
         return replace(self, info={**self.info, **more})
 
     def sha256(self) -> str:
         """The artifact's digest: tensors and canonical metadata (what `save` stores)."""
-        return artifact_digest(self.V, self.Q, self.header())
+        return parts_digest(self._parts(), self.header())
 
     def header(self) -> dict[str, object]:
         """The canonical metadata: what a saved file holds besides the tensors and digest."""
         return canonical({
-            "schema": SCHEMA_VERSION,
+            "schema": self._schema(),
             "interface": json.loads(self.interface.to_json()),
             "scale": float(self.scale),
             "normalise": bool(self.normalise),
@@ -95,15 +124,15 @@ class CompiledModel:
 
     def save(self, path: str | os.PathLike) -> str:
         """Write the artifact atomically (temp file + rename); return its sha256."""
-        V, Q = self.V.contiguous(), self.Q.contiguous()
+        parts = self._parts()
         header = self.header()
-        digest = artifact_digest(V, Q, header)
+        digest = parts_digest(parts, header)
         # One metadata key holding sorted JSON: the file's bytes depend only on the model
         # (safetensors does not fix the order of several metadata keys).
         metadata = {"lat": json.dumps({**header, "sha256": digest}, sort_keys=True)}
-        # big one-hot tables go to disk as indices + values; the digest is over the dense
-        # tensors either way, so it vouches for the sparse parts too
-        write_safetensors(path, {**sparse_parts("V", V), **sparse_parts("Q", Q)}, metadata)
+        # big one-hot tables go to disk as indices + values; the digest covers them as
+        # stored (schema 3), so they are checked without densifying
+        write_safetensors(path, parts, metadata)
         return digest
 
     @staticmethod
@@ -116,10 +145,10 @@ class CompiledModel:
             schema = header["schema"]
         except (KeyError, TypeError, ValueError, RecursionError):
             raise ArtifactError(f"{path}: not a lat artifact (no lat metadata)") from None
-        if schema != SCHEMA_VERSION:
+        if schema not in (SCHEMA_VERSION, SPARSE_SCHEMA):
             raise ArtifactError(
-                f"{path}: artifact schema {schema!r} is not {SCHEMA_VERSION!r} "
-                "(recompile it with this version of lat)"
+                f"{path}: artifact schema {schema!r} is not {SCHEMA_VERSION!r} or "
+                f"{SPARSE_SCHEMA!r} (recompile it with this version of lat)"
             )
         names = {"V", "Q"} | {f"{t}.{part}" for t in ("V", "Q") for part in SPARSE_PARTS}
         if not set(tensors) <= names:
@@ -127,11 +156,18 @@ class CompiledModel:
         if not isinstance(header, dict):
             raise ArtifactError(f"{path}: not a lat artifact (malformed lat metadata)")
         found = sorted(tensors)
-        tensors = {name: dense_from_parts(tensors, name, path) for name in ("V", "Q")}
+        stored_parts = tensors
+        if schema == SPARSE_SCHEMA:
+            tensors = {name: tensor_from_parts(stored_parts, name, path, DENSE_LOAD_BYTES)
+                       for name in ("V", "Q")}
+        else:
+            tensors = {name: dense_from_parts(stored_parts, name, path) for name in ("V", "Q")}
         if tensors["V"] is None or tensors["Q"] is None:
             raise ArtifactError(f"{path}: expected tensors V and Q, found {found}")
         stored = header.pop("sha256", None)
-        if stored != artifact_digest(tensors["V"], tensors["Q"], header):
+        expected = (parts_digest(stored_parts, header) if schema == SPARSE_SCHEMA
+                    else artifact_digest(tensors["V"], tensors["Q"], header))
+        if stored != expected:
             raise ArtifactError(f"{path}: checksum mismatch: the file is corrupt or was edited "
                                 "(the digest covers the tensors and the metadata)")
         try:
@@ -161,11 +197,29 @@ def artifact_digest(V: torch.Tensor, Q: torch.Tensor, header: Mapping[str, objec
     return hashlib.sha256(f"{tensor_digest(V, Q)}\n{text}".encode()).hexdigest()
 
 
+def parts_digest(parts: Mapping[str, torch.Tensor], header: Mapping[str, object]) -> str:
+    """The digest of tensors as a file stores them: dense ones over their bytes (as
+    `tensor_digest`), sparse-stored ones over their parts (`storage.sparse_digest_bytes`)."""
+    digest = hashlib.sha256()
+    for name in ("V", "Q"):
+        if name in parts:
+            _update_dense(digest, name, parts[name])
+        else:
+            for chunk in sparse_digest_bytes(dict(parts), name):
+                digest.update(chunk)
+    text = json.dumps(canonical(header), sort_keys=True)
+    return hashlib.sha256(f"{digest.hexdigest()}\n{text}".encode()).hexdigest()
+
+
+def _update_dense(digest: hashlib._Hash, name: str, tensor: torch.Tensor) -> None:
+    tensor = tensor.detach().contiguous().cpu()
+    digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)};".encode())
+    digest.update(tensor.view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
+
+
 def tensor_digest(V: torch.Tensor, Q: torch.Tensor) -> str:
     """sha256 over dtype, shape and raw bytes of V then Q."""
     digest = hashlib.sha256()
     for name, tensor in (("V", V), ("Q", Q)):
-        tensor = tensor.detach().contiguous().cpu()
-        digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)};".encode())
-        digest.update(tensor.view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
+        _update_dense(digest, name, tensor)
     return digest.hexdigest()

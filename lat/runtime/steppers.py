@@ -1,6 +1,7 @@
 """Steppers: how a rollout advances its state one token at a time, and prefills.
 
 `SparseStepper` (the default: binary or ±unit tokens through the coordinate decoder),
+`SparseWeightsStepper` (big sparse tables: the sparse decoder, never densified),
 `DenseStepper` (dense recurrent steps) and `ReferenceStepper` (the loop definition over
 the whole history) share `prefill_pays`/`step`/`prefill`; `execute.rollout` picks one.
 """
@@ -18,6 +19,7 @@ from lat.runtime.forms import (
     prepare,
     step_prepared,
 )
+from lat.runtime.forms.sparse import SparseDecoder
 from lat.runtime.model import CompiledModel
 from lat.runtime.tokens import Tokens
 
@@ -74,6 +76,29 @@ class SparseStepper:
                  self.model.normalise, kernel, state=state, weights=self.weights)
         self.decoder.load_shared(state.tensor, state.length, self.V, self.Q, self.weights)
         return Y.to(self.dtype)
+
+
+class SparseWeightsStepper:
+    """Sparse weights through `forms.sparse.SparseDecoder`: its state holds the entries
+    written so far, never the (d+1)·d_out rows of the folded state. `absolute` feeds |z|
+    and |V|, |Q| (the rounding bound), for signed tokens too (an upper bound)."""
+
+    def __init__(self, V: torch.Tensor, Q: torch.Tensor, model: CompiledModel, batch: int,
+                 weights: str, dtype: torch.dtype, device: torch.device,
+                 signed: bool = False, absolute: bool = False) -> None:
+        self.decoder = SparseDecoder(V, Q, batch, weights=weights, dtype=dtype, device=device,
+                                     scale=model.scale, normalise=model.normalise,
+                                     signed=signed, absolute=absolute)
+
+    def prefill_pays(self, prompt: int, fields: int) -> bool:
+        """Never: a prefill's dense state is what this stepper exists to avoid."""
+        return False
+
+    def step(self, coords: torch.Tensor, update: torch.Tensor) -> torch.Tensor:
+        return self.decoder.step(coords, update)
+
+    def prefill(self, Z: torch.Tensor) -> torch.Tensor:  # pragma: no cover - never chosen
+        raise ValueError("sparse weights are stepped, not prefilled")
 
 
 class DenseStepper:

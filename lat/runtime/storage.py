@@ -149,38 +149,85 @@ MAX_DENSE_BYTES = 1 << 36  # a sparse tensor declaring more than this is refused
 SPARSE_PARTS = ("indices", "values", "shape")
 
 
-def sparse_parts(name: str, tensor: Any) -> dict[str, Any]:
-    """`{name: tensor}`, or where that is at most half the bytes, the tensor as
-    `name.indices` (flat row-major positions of its nonzeros, ascending; int32 when they
-    fit), `name.values` (those entries) and `name.shape` (int64): one-hot tables are
-    almost all zeros. `dense_from_parts` inverts it exactly."""
+def _dense_bytes(tensor: Any) -> int:
+    return tensor.numel() * tensor.element_size()
+
+
+def _flat_nonzeros(tensor: Any) -> tuple[Any, Any]:
+    """(flat row-major positions ascending, values) of the nonzero entries of a dense or
+    sparse COO tensor; a sparse one is never densified."""
     import torch
 
-    tensor = tensor.detach().contiguous().cpu()
-    dense = tensor.numel() * tensor.element_size()
-    if dense < SPARSE_MIN_BYTES:
-        return {name: tensor}
-    flat = tensor.view(-1)
+    if tensor.layout == torch.sparse_coo:
+        sparse = tensor.coalesce()
+        values = sparse.values()
+        keep = values != 0
+        indices = sparse.indices()[:, keep]
+        strides = torch.ones(len(tensor.shape), dtype=torch.int64)
+        for axis in range(len(tensor.shape) - 2, -1, -1):
+            strides[axis] = strides[axis + 1] * tensor.shape[axis + 1]
+        positions = (indices * strides[:, None]).sum(0) if indices.numel() else \
+            torch.zeros(0, dtype=torch.int64)
+        return positions, values[keep].contiguous()
+    flat = tensor.detach().contiguous().cpu().view(-1)
     where = torch.nonzero(flat, as_tuple=True)[0]
+    return where, flat[where].contiguous()
+
+
+def stored_sparse(tensor: Any) -> bool:
+    """Whether `sparse_parts` stores this tensor as indices + values: at least
+    SPARSE_MIN_BYTES dense, and its nonzeros at most half the dense bytes."""
+    import torch
+
+    dense = _dense_bytes(tensor)
+    if dense < SPARSE_MIN_BYTES:
+        return False
+    if tensor.layout == torch.sparse_coo:
+        count = int((tensor.coalesce().values() != 0).sum())
+    else:
+        count = int(torch.count_nonzero(tensor))
     small = tensor.numel() < (1 << 31)
-    sparse = where.numel() * ((4 if small else 8) + tensor.element_size())
-    if 2 * sparse > dense:
-        return {name: tensor}
+    return 2 * count * ((4 if small else 8) + tensor.element_size()) <= dense
+
+
+def sparse_parts(name: str, tensor: Any) -> dict[str, Any]:
+    """`{name: tensor}`, or where that is at most half the bytes (`stored_sparse`), the
+    tensor as `name.indices` (flat row-major positions of its nonzeros, ascending; int32
+    when they fit), `name.values` (those entries) and `name.shape` (int64): one-hot tables
+    are almost all zeros. A sparse COO tensor is never densified on the sparse route.
+    `dense_from_parts` / `tensor_from_parts` invert it exactly."""
+    import torch
+
+    if not stored_sparse(tensor):
+        dense = tensor.to_dense() if tensor.layout == torch.sparse_coo else tensor
+        return {name: dense.detach().contiguous().cpu()}
+    where, values = _flat_nonzeros(tensor)
+    small = tensor.numel() < (1 << 31)
     return {f"{name}.indices": where.to(torch.int32) if small else where,
-            f"{name}.values": flat[where].contiguous(),
-            f"{name}.shape": torch.tensor(tensor.shape, dtype=torch.int64)}
+            f"{name}.values": values,
+            f"{name}.shape": torch.tensor(tuple(tensor.shape), dtype=torch.int64)}
 
 
-def dense_from_parts(tensors: dict[str, Any], name: str, path: Path) -> Any:
-    """The tensor `name` of a file: stored dense, or rebuilt from its sparse parts
-    (checked: a bounded shape, ascending in-range positions, one value per position)."""
+def sparse_digest_bytes(parts: dict[str, Any], name: str) -> list[bytes]:
+    """What the digest covers of a tensor stored as parts: dtype, shape, then the flat
+    positions (int64) and the values, so a sparse tensor is vouched for without ever
+    being densified."""
+    import torch
+
+    values = parts[f"{name}.values"]
+    shape = tuple(int(x) for x in parts[f"{name}.shape"].tolist())
+    positions = parts[f"{name}.indices"].to(torch.int64).contiguous()
+    head = f"{name}:{values.dtype}:{shape}:sparse;".encode()
+    return [head, positions.numpy().tobytes(),
+            values.contiguous().view(torch.uint8).numpy().tobytes() if values.numel() else b""]
+
+
+def _checked_parts(tensors: dict[str, Any], name: str, path: Path) -> tuple | None:
+    """(positions int64, values, dims) of a tensor stored sparse, checked: a bounded
+    shape, ascending in-range positions, one value per position; None when absent."""
     import torch
 
     parts = [tensors.get(f"{name}.{part}") for part in SPARSE_PARTS]
-    if name in tensors:
-        if any(part is not None for part in parts):
-            raise ArtifactError(f"{path}: tensor {name} is stored both dense and sparse")
-        return tensors[name]
     if any(part is None for part in parts):
         return None
     indices, values, shape = parts
@@ -204,6 +251,56 @@ def dense_from_parts(tensors: dict[str, Any], name: str, path: Path) -> Any:
     if positions.numel() and (int(positions[0]) < 0 or int(positions[-1]) >= numel
                               or bool((positions[1:] <= positions[:-1]).any())):
         raise malformed("positions")
+    return positions, values, dims
+
+
+def _stored_both(tensors: dict[str, Any], name: str, path: Path) -> bool:
+    parts = [tensors.get(f"{name}.{part}") for part in SPARSE_PARTS]
+    if name in tensors and any(part is not None for part in parts):
+        raise ArtifactError(f"{path}: tensor {name} is stored both dense and sparse")
+    return name in tensors
+
+
+def dense_from_parts(tensors: dict[str, Any], name: str, path: Path) -> Any:
+    """The tensor `name` of a file: stored dense, or rebuilt dense from its sparse parts
+    (checked: a bounded shape, ascending in-range positions, one value per position)."""
+    import torch
+
+    if _stored_both(tensors, name, path):
+        return tensors[name]
+    checked = _checked_parts(tensors, name, path)
+    if checked is None:
+        return None
+    positions, values, dims = checked
+    numel = 1
+    for dim in dims:
+        numel *= dim
     dense = torch.zeros(numel, dtype=values.dtype)
     dense[positions] = values
     return dense.view(dims)
+
+
+def tensor_from_parts(tensors: dict[str, Any], name: str, path: Path,
+                      dense_limit: int) -> Any:
+    """Like `dense_from_parts`, but a tensor whose dense form is above `dense_limit`
+    bytes comes back as a sparse COO tensor (checked the same way), never densified."""
+    import torch
+
+    if _stored_both(tensors, name, path):
+        return tensors[name]
+    checked = _checked_parts(tensors, name, path)
+    if checked is None:
+        return None
+    positions, values, dims = checked
+    numel = 1
+    for dim in dims:
+        numel *= dim
+    if numel * values.element_size() <= dense_limit:
+        return dense_from_parts(tensors, name, path)
+    indices = torch.zeros(len(dims), positions.numel(), dtype=torch.int64)
+    rest = positions
+    for axis in range(len(dims) - 1, -1, -1):  # flat row-major → one index per axis
+        indices[axis] = rest % dims[axis]
+        rest = torch.div(rest, dims[axis], rounding_mode="floor")
+    return torch.sparse_coo_tensor(indices, values, dims, is_coalesced=True,
+                                   check_invariants=False)  # positions checked above

@@ -15,6 +15,7 @@ from lat.runtime.forms.fla import fla_available, mhla_fla
 from lat.runtime.forms.layouts import RecurrentState, weight_dtype
 from lat.runtime.forms.recurrent import mhla_recurrent
 from lat.runtime.forms.reference import reference_form
+from lat.runtime.forms.sparse import mhla_sparse
 
 FORMS: dict[str, Callable[..., torch.Tensor]] = {
     "reference": reference_form,
@@ -22,6 +23,7 @@ FORMS: dict[str, Callable[..., torch.Tensor]] = {
     "chunked": mhla_chunked,
     "recurrent": mhla_recurrent,
     "fla": mhla_fla,
+    "sparse": mhla_sparse,
 }
 KERNELS = ("auto", *FORMS)
 
