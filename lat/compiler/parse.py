@@ -362,10 +362,12 @@ def _diagnostic(error: lark.UnexpectedInput, text: str, filename: str) -> Diagno
     return Diagnostic(filename, pos, f"unexpected '{value}'", f"expected {wanted}")
 
 
-_RULE_SHAPES = {  # what must follow '->' in each kind of declaration
-    "automaton": (1, "a transition needs its target state after '->' (STATE SYMBOL -> STATE)"),
-    "memory": (1, "an entry needs its value after '->' (KEY -> VALUE)"),
-    "machine": (3, "a rule needs WRITE MOVE NEXT after '->' (STATE READ -> WRITE MOVE NEXT)"),
+_RULE_SHAPES = {  # per declaration keyword: the items after '->', what a line is, its shape
+    "automaton": (1, "transition",
+                  "a transition needs its target state after '->' (STATE SYMBOL -> STATE)"),
+    "memory": (1, "entry", "an entry needs its value after '->' (KEY -> VALUE)"),
+    "machine": (3, "rule",
+                "a rule needs WRITE MOVE NEXT after '->' (STATE READ -> WRITE MOVE NEXT)"),
 }
 
 
@@ -399,7 +401,7 @@ def _incomplete_rule(text: str, token: Token | None, filename: str) -> Diagnosti
     kind = unclosed[0].split()[0]
     if kind not in _RULE_SHAPES:
         return None
-    needed, shape = _RULE_SHAPES[kind]
+    needed, line_word, shape = _RULE_SHAPES[kind]
     after = tokens[arrows[-1] + 1 :]
     same_line = [t for t in after if t.line == arrow.line]
     if len(same_line) >= needed or len(after) > needed + 1:
@@ -407,14 +409,10 @@ def _incomplete_rule(text: str, token: Token | None, filename: str) -> Diagnosti
     last = same_line[-1] if same_line else arrow
     pos = ast.Pos(last.end_line or last.line, (last.end_column or last.column) + 1)
     found = " ".join(str(t) for t in same_line)
-    message = f"incomplete {'rule' if kind == 'machine' else _entry_word(kind)}: {shape}"
+    message = f"incomplete {line_word}: {shape}"
     hint = (f"this line has only '{found}' after '->'" if found else
             "nothing follows '->' on this line") + "; complete it here"
     return Diagnostic(filename, pos, message, hint)
-
-
-def _entry_word(kind: str) -> str:
-    return "transition" if kind == "automaton" else "entry"
 
 
 def _article(word: str) -> str:

@@ -4,8 +4,9 @@
 Every question that depends on what kind a program is — how to check, print, interpret,
 lower, bind or read back a run of it — is asked here: `kind_of(declaration)` for an AST
 node or a checked declaration, `kind_named(name)` for the `interface.kind` label an
-artifact carries. Both fail loudly (`UnknownKind`) for anything no kind claims, rather
-than falling through to some other kind's code.
+artifact carries. Both fail loudly for anything no kind claims (TypeError for an object
+that is no declaration, `UnknownKind` for an artifact's unknown label), rather than falling
+through to some other kind's code.
 """
 
 from __future__ import annotations
@@ -38,11 +39,12 @@ def kind_named(name: str) -> Kind:
 
 
 def kind_of(declaration: object) -> Kind:
-    """The kind of a declaration: its AST node or its checked form; UnknownKind otherwise."""
+    """The kind of a declaration: its AST node or its checked form; TypeError (a bug in the
+    caller) for anything else."""
     try:
         return _BY_TYPE[type(declaration)]
     except KeyError:
-        raise UnknownKind(f"not a declaration of a known program kind: "
+        raise TypeError(f"not a declaration of a known program kind: "
                           f"{type(declaration).__name__} (lat knows "
                           f"{', '.join(kind_names())})") from None
 

@@ -17,6 +17,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from lat.runtime.errors import ArtifactError
+
 if TYPE_CHECKING:
     from lat.compiler import ast
     from lat.compiler.check import Report
@@ -32,8 +34,9 @@ else:
     Lowering = Callable
 
 
-class UnknownKind(ValueError):
-    """A declaration, or an artifact's `interface.kind`, that no registered kind claims."""
+class UnknownKind(ArtifactError):
+    """An artifact whose `interface.kind` no registered kind claims (made by another version
+    of lat, or edited): refused in one line like any other artifact it cannot run."""
 
 
 @dataclass(frozen=True)

@@ -32,8 +32,14 @@ from lat.compiler.interpret import MachineRun, machine_output, run_machine
 from lat.compiler.ir import CheckedMachine, frozen_mapping
 from lat.compiler.kinds.base import Kind, StepBound, report_fields, verify_words
 from lat.compiler.lower import Estimate
-from lat.compiler.printer import INDENT, format_symbol, header_lines, names_text, selection_text
-from lat.compiler.printer import symbols_text
+from lat.compiler.printer import (
+    INDENT,
+    format_symbol,
+    header_lines,
+    names_text,
+    selection_text,
+    symbols_text,
+)
 
 if TYPE_CHECKING:
     import networkx as nx
