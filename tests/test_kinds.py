@@ -42,6 +42,12 @@ def test_the_registry_covers_every_declaration_and_checked_form():
         assert set(kind.lower) == {"weights", "context"}
 
 
+def test_every_kind_has_a_shipped_program_among_those_tested_here():
+    tested = {kind_of(declaration).name for filename in SHIPPED
+              for declaration in parse_program(shipped_program(filename)).declarations}
+    assert tested == set(kind_names())
+
+
 def test_every_shipped_declaration_finds_its_kind_by_node_checked_form_and_label():
     for filename in SHIPPED:
         program = parse_program(shipped_program(filename), filename)

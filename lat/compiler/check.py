@@ -8,6 +8,10 @@ never sees the messages jump around. Totality ("missing rules") is judged only f
 declaration with no other error, since unknown names make the missing set meaningless; it
 is reported at the declaration, whose line comes first. Warnings (unreachable states, a `*`
 that covers nothing) are returned in source order with the checked program.
+
+This module holds the checks every kind shares (headers, names, symbols, total tables);
+each kind's own checker lives in its module under `kinds/` and is found through the
+registry (docs/ARCHITECTURE.md, "Adding a kind").
 """
 
 from __future__ import annotations

@@ -99,6 +99,8 @@ class CheckedMachine:
                      self.max_steps, self.tape_cells, tuple(self.rule_table.items())))
 
 
+#: any checked declaration: the one definition (a new kind adds its form here and registers
+#: itself in `lat.compiler.kinds`)
 Checked = CheckedAutomaton | CheckedMemory | CheckedMachine
 
 

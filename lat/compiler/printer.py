@@ -4,7 +4,8 @@
 and the way a symbol was quoted do not take part in AST equality). The layout is fixed —
 header items first in a fixed order, then body lines in source order, two-space indent —
 so the printer doubles as a formatter and lets a transformed automaton (e.g. a minimised
-one, via `graph.to_ast`) be written back as a program a person can read.
+one, via `graph.to_ast`) be written back as a program a person can read. Each kind writes
+its own lines (`Kind.format`, under `kinds/`) with the helpers here.
 """
 
 from __future__ import annotations
@@ -34,10 +35,12 @@ def format_symbol(symbol: ast.Symbol | str) -> str:
 
 
 def symbols_text(symbols: tuple[ast.Symbol, ...]) -> str:
+    """A header list of symbols: `a, "b c", 0`."""
     return ", ".join(format_symbol(symbol) for symbol in symbols)
 
 
 def names_text(names: tuple[ast.Name, ...]) -> str:
+    """A header list of names: `q0, q1`."""
     return ", ".join(name.text for name in names)
 
 
@@ -49,6 +52,7 @@ def header_lines(*items: tuple[str, str]) -> list[str]:
 
 
 def selection_text(symbols: tuple[ast.Symbol, ...] | ast.Star) -> str:
+    """The symbols a rule reads: `a | b`, or `*`."""
     if isinstance(symbols, ast.Star):
         return "*"
     return " | ".join(format_symbol(symbol) for symbol in symbols)

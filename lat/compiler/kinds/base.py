@@ -52,8 +52,8 @@ class Kind:
     """Everything one program kind means, as functions over its AST and checked forms.
 
     Front end: `check` turns the AST node into the checked form (or reports and returns
-    None); `format` writes the node back as canonical body lines (printer.py adds nothing
-    kind-specific). Semantics: `interpret` is the reference interpreter. Back end: `estimate`
+    None); `format` writes the node back as canonical lines, from its opening line to its
+    last body line (printer.py closes the brace). Semantics: `interpret` is the reference interpreter. Back end: `estimate`
     sizes a compile without allocating, `lower` maps each placement ("weights", "context")
     to its lowering, `bind` puts a program into a context executor's interface. Face:
     `readout` turns a run into the report's kind-specific fields, `expected` is what the
