@@ -44,7 +44,10 @@ def value_table(values: tuple[str, ...], source_values: tuple[str, ...], scale: 
                  offset: int, device: torch.device) -> torch.Tensor:
     """Map an index into `source_values` to offset + scale·(index of the same value in
     `values`), or INVALID when the value is not in this field (re-embedding by value)."""
-    entries = [offset + scale * values.index(v) if v in values else INVALID
+    position: dict[str, int] = {}
+    for i, v in enumerate(values):  # the first occurrence, as tuple.index finds it
+        position.setdefault(v, i)
+    entries = [offset + scale * position[v] if v in position else INVALID
                for v in source_values]
     return torch.tensor(entries, dtype=torch.long, device=device)
 

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from lat.compiler.ir import CheckedAutomaton
-from lat.compiler.lower import Lowered
+from lat.compiler.lower import Estimate, Lowered
 from lat.runtime.forms.sparse import coo
 from lat.runtime.interface import Interface, OutputField, TokenField
 
@@ -55,6 +55,23 @@ def automaton_interface(a: CheckedAutomaton) -> Interface:
         result_field="accept",
         trace_field="state",
     )
+
+
+#: bytes per token coordinate of a sparse lowering's working set (COO entries of V and Q,
+#: their copies in a save, the interface's tables)
+SPARSE_BYTES_PER_COORDINATE = 512
+
+
+def lowering_estimate(states: int, symbols: int, placement: str = "weights") -> Estimate:
+    """What lowering an automaton of these sizes allocates: dense V and Q, or for a big
+    one (weights placement, `uses_sparse_weights`) a few hundred bytes per coordinate.
+    `weight_bytes` is always the dense fp32 size."""
+    d_out = states + 2
+    d = 1 + states * symbols + (d_out if placement == "context" else 0)
+    dense = Estimate.of(heads=1, d=d, d_out=d_out, working=0, steps=None)
+    if placement == "weights" and uses_sparse_weights(states, symbols):
+        return Estimate(1, d, d_out, dense.weight_bytes, SPARSE_BYTES_PER_COORDINATE * d, None)
+    return dense
 
 
 def lower_automaton(a: CheckedAutomaton, sparse: bool | None = None) -> Lowered:

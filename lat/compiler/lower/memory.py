@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from lat.compiler.ir import CheckedMemory
-from lat.compiler.lower import Lowered
+from lat.compiler.lower import Estimate, Lowered
 from lat.runtime.execute import resolution
 from lat.runtime.forms.sparse import coo
 from lat.runtime.interface import Interface, OutputField, TokenField
@@ -92,6 +92,27 @@ def uses_sparse_weights(keys: int, width: int, values: int, embedding: Embedding
     `SPARSE_LOWERING_BYTES` (the size estimate uses the same rule)."""
     return embedding.kind == "onehot" and 4 * (values * width + width * width) > \
         SPARSE_LOWERING_BYTES
+
+
+#: bytes per key of a sparse lowering's working set: the COO entries of V and Q, their
+#: copies in a save, and the interface's per-key Python strings and tables
+SPARSE_BYTES_PER_KEY = 2048
+
+
+def lowering_estimate(keys: int, values: int, placement: str = "weights",
+                      dim: int | None = None) -> Estimate:
+    """What lowering a memory of `keys` key slots and `values` values allocates: dense
+    weights plus the margin check's Gram matrices, or for a big one-hot table (sparse
+    weights, `uses_sparse_weights`) a few KB per key. `weight_bytes` is always the dense
+    fp32 size (what the weights would be dense)."""
+    width = dim or keys
+    d = width + (values if placement == "context" else 0)
+    if placement == "weights" and dim is None and uses_sparse_weights(
+            keys, width, values, Embedding()):
+        dense = Estimate.of(heads=1, d=d, d_out=values, working=0, steps=1)
+        return Estimate(1, d, values, dense.weight_bytes, SPARSE_BYTES_PER_KEY * keys, 1)
+    working = 8 * keys * width + 16 * keys * keys + 8 * values * keys
+    return Estimate.of(heads=1, d=d, d_out=values, working=working, steps=1)
 
 
 def fp32_resolves(margin: float, keys: np.ndarray) -> bool:
