@@ -1,4 +1,5 @@
-"""Big one-hot tables are stored as indices + values, and vouched for by the same digest."""
+"""Big one-hot tables are stored as indices + values, and vouched for by the digest; big
+sparse weights stay sparse from compile to save to load (schema 3)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,13 @@ from lat.bench import automaton_source
 from lat.compiler import compile_source
 from lat.runtime.errors import ArtifactError
 from lat.runtime.execute import rollout
-from lat.runtime.model import CompiledModel
+from lat.runtime.model import (
+    SCHEMA_VERSION,
+    SPARSE_SCHEMA,
+    CompiledModel,
+    artifact_digest,
+)
+from lat.runtime.storage import sparse_parts
 
 
 @pytest.fixture(scope="module")
@@ -67,3 +74,64 @@ def test_small_tensors_stay_dense(tmp_path):
     with safe_open(str(path), framework="pt") as handle:
         assert sorted(handle.keys()) == ["Q", "V"]
         assert json.loads(handle.metadata()["lat"])["sha256"] == model.sha256()
+
+
+# -- sparse weights in memory: schema 3, digested as stored, never densified --------------
+
+
+@pytest.fixture(scope="module")
+def huge():
+    """A 2,000-state automaton: dense V and Q would be 96 MB; lowered sparse."""
+    return compile_source(automaton_source(2000, 2)).model
+
+
+def test_big_tables_are_sparse_from_compile_to_load(huge, tmp_path):
+    assert huge.sparse
+    path = tmp_path / "huge.safetensors"
+    digest = huge.save(path)
+    assert path.stat().st_size < 5_000_000
+    with safe_open(str(path), framework="pt") as handle:
+        header = json.loads(handle.metadata()["lat"])
+    assert header["schema"] == SPARSE_SCHEMA and header["sha256"] == digest
+    loaded = CompiledModel.load(path)
+    assert loaded.sparse and loaded.V.layout == torch.sparse_coo  # kept sparse
+    assert loaded.sha256() == digest == huge.sha256()
+    assert torch.equal(loaded.V.to_dense(), huge.V.to_dense())
+    assert torch.equal(loaded.Q.to_dense(), huge.Q.to_dense())
+    words = [tuple(huge.interface.input_alphabet) * 4, ()]
+    assert [r.decoded for r in rollout(loaded, words)] == [r.decoded for r in
+                                                           rollout(huge, words)]
+
+
+def test_a_sparse_model_digests_as_its_dense_twin_stores(big, tmp_path):
+    """The same weights held sparse or dense save to the same file and digest."""
+    twin = CompiledModel(big.V.to_sparse(), big.Q.to_sparse(), big.interface, info=big.info)
+    assert twin.sha256() == big.sha256()
+    first, second = tmp_path / "a.safetensors", tmp_path / "b.safetensors"
+    big.save(first)
+    twin.save(second)
+    assert first.read_bytes() == second.read_bytes()
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda t: t["V.values"].__setitem__(0, 0.5), "checksum mismatch"),
+    (lambda t: t["V.indices"].__setitem__(0, t["V.indices"][1]), "malformed"),
+], ids=["value", "duplicate-position"])
+def test_edited_sparse_models_are_refused(huge, tmp_path, edit, message):
+    path = tmp_path / "huge.safetensors"
+    huge.save(path)
+    _rewrite(path, edit)
+    with pytest.raises(ArtifactError, match=message):
+        CompiledModel.load(path)
+
+
+def test_schema_2_files_with_sparse_parts_still_load(big, tmp_path):
+    """Files written before schema 3 (sparse parts, digest over the dense bytes)."""
+    path = tmp_path / "old.safetensors"
+    header = {**big.header(), "schema": SCHEMA_VERSION}
+    digest = artifact_digest(big.V, big.Q, header)
+    metadata = {"lat": json.dumps({**header, "sha256": digest}, sort_keys=True)}
+    save_file({**sparse_parts("V", big.V), **sparse_parts("Q", big.Q)}, str(path),
+              metadata=metadata)
+    loaded = CompiledModel.load(path)
+    assert torch.equal(loaded.Q, big.Q) and not loaded.sparse

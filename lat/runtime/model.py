@@ -13,9 +13,11 @@ loading it would trust metadata nothing vouches for. "2": every tensor's digest 
 dense bytes (also when the file stores it as indices + values). "3" (written whenever a
 tensor is stored sparse): a sparse-stored tensor's digest is over its stored parts (flat
 positions and values), so a table of 50,000 entries is checked, loaded and kept as a
-sparse COO tensor without ever building its 10 GB dense form; tensors whose dense form is
-at most `DENSE_LOAD_BYTES` are densified on load, as before. The digest detects corruption and
-edits; it is not a signature (whoever rewrites a file can recompute it).
+sparse COO tensor without ever building its 10 GB dense form; weights whose dense form is
+at most `DENSE_LOAD_BYTES` (V and Q together) are densified on load, as before.
+
+The digest detects corruption and edits; it is not a signature (whoever rewrites a file
+can recompute it).
 """
 
 from __future__ import annotations
@@ -44,7 +46,7 @@ from lat.runtime.storage import (
 
 SCHEMA_VERSION = "2"  # all digests over dense bytes
 SPARSE_SCHEMA = "3"  # sparse-stored tensors digested as stored (see the module docstring)
-DENSE_LOAD_BYTES = 64 << 20  # a sparse-stored tensor up to this dense size loads dense
+DENSE_LOAD_BYTES = 64 << 20  # sparse-stored weights up to this dense size load dense
 
 
 @dataclass(frozen=True)
@@ -157,8 +159,9 @@ class CompiledModel:
             raise ArtifactError(f"{path}: not a lat artifact (malformed lat metadata)")
         found = sorted(tensors)
         stored_parts = tensors
-        if schema == SPARSE_SCHEMA:
-            tensors = {name: tensor_from_parts(stored_parts, name, path, DENSE_LOAD_BYTES)
+        if schema == SPARSE_SCHEMA:  # big weights stay sparse, both V and Q
+            limit = -1 if _dense_bytes(stored_parts) > DENSE_LOAD_BYTES else DENSE_LOAD_BYTES
+            tensors = {name: tensor_from_parts(stored_parts, name, path, limit)
                        for name in ("V", "Q")}
         else:
             tensors = {name: dense_from_parts(stored_parts, name, path) for name in ("V", "Q")}
@@ -184,6 +187,20 @@ class CompiledModel:
             raise ArtifactError(f"{path}: {exc}") from None
         except (TypeError, ValueError, KeyError, AttributeError) as exc:
             raise ArtifactError(f"{path}: malformed metadata ({exc})") from None
+
+
+def _dense_bytes(parts: Mapping[str, torch.Tensor]) -> int:
+    """The dense size of V and Q together as a file declares them (checked later)."""
+    total = 0
+    for name in ("V", "Q"):
+        if name in parts:
+            total += parts[name].numel() * parts[name].element_size()
+        elif f"{name}.shape" in parts and f"{name}.values" in parts:
+            count = 1
+            for dim in parts[f"{name}.shape"].tolist():
+                count *= max(int(dim), 0)
+            total += count * parts[f"{name}.values"].element_size()
+    return total
 
 
 def canonical(value: object) -> object:

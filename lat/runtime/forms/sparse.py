@@ -28,8 +28,10 @@ import torch
 from lat.runtime.forms.layouts import finish, mask_lengths, state_dtype, weight_dtype
 
 #: Dense decode state per sequence (floats, (d+1)·d_out) above which a rollout runs the
-#: sparse decoder for sparse weights (dense weights: also needs `SPARSE_DENSITY`).
+#: sparse decoder (dense weights: also needs `SPARSE_DENSITY`).
 SPARSE_STATE_FLOATS = 1 << 20
+#: Sparse weights with more dense entries than this are never densified to run them.
+SPARSE_WEIGHT_FLOATS = 1 << 22
 SPARSE_DENSITY = 0.01  # fraction of nonzero weights below which dense weights go sparse
 
 
@@ -73,13 +75,15 @@ def nonzero_count(tensor: torch.Tensor) -> int:
 
 
 def prefers_sparse(V: torch.Tensor, Q: torch.Tensor) -> bool:
-    """Whether a rollout should run the sparse decoder: sparse weights whose dense decode
-    state would be big, or dense weights that are big and almost all zeros."""
+    """Whether a rollout should run the sparse decoder: sparse weights that are big dense
+    or whose dense decode state would be big; dense weights whose decode state would be
+    big and which are almost all zeros."""
     H, d_out, d = V.shape
-    if (d + 1) * d_out < SPARSE_STATE_FLOATS:
-        return False
+    big_state = (d + 1) * d_out >= SPARSE_STATE_FLOATS
     if is_sparse(V) or is_sparse(Q):
-        return True
+        return big_state or V.numel() + Q.numel() > SPARSE_WEIGHT_FLOATS
+    if not big_state:
+        return False
     total = V.numel() + Q.numel()
     return nonzero_count(V) + nonzero_count(Q) < SPARSE_DENSITY * total
 
