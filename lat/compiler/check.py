@@ -136,7 +136,7 @@ def header_items(declaration: ast.Declaration,
 
 
 def check_not_empty(header: dict[str, ast.Pos], keyword: str, values: Sequence,
-                     what: str, report: Report, hint: str | None = None) -> None:
+                    what: str, report: Report, hint: str | None = None) -> None:
     if keyword in header and not values:
         report.error(header[keyword], f"'{keyword}:' lists no {what}",
                      hint or f"list at least one {what[:-1]}, separated by commas")
@@ -160,7 +160,7 @@ def check_typable(symbols: Iterable[ast.Symbol], blank: str | None, report: Repo
 
 
 def unique(items: Sequence[ast.Name | ast.Symbol], what: str, where: str,
-            report: Report) -> dict[str, ast.Pos]:
+           report: Report) -> dict[str, ast.Pos]:
     """First position of each text; a repeat is an error at the repeat."""
     first: dict[str, ast.Pos] = {}
     for item in items:
@@ -182,7 +182,7 @@ def check_state(name: ast.Name, states: dict[str, ast.Pos], report: Report) -> b
 
 
 def check_symbol(symbol: ast.Symbol, alphabet: dict[str, ast.Pos], where: str,
-                  report: Report) -> bool:
+                 report: Report) -> bool:
     if symbol.text in alphabet:
         return True
     plural = "symbols" if where == "alphabet" else "tape symbols"
@@ -263,7 +263,7 @@ class Rows:
 
 
 def warn_unreachable(checked: Checked,
-                      states: Sequence[ast.Name], report: Report) -> None:
+                     states: Sequence[ast.Name], report: Report) -> None:
     from lat.compiler.graph import unreachable_states  # networkx: loaded when first needed
 
     positions = {}

@@ -50,7 +50,7 @@ def check_automaton(a: ast.Automaton, report: Report) -> CheckedAutomaton | None
     check_not_empty(header, "alphabet", a.alphabet, "symbols", report)
     check_not_empty(header, "states", a.states, "states", report)
     check_not_empty(header, "accept", a.accept, "states", report,
-                     "leave out 'accept:' for an automaton that accepts nothing")
+                    "leave out 'accept:' for an automaton that accepts nothing")
     check_symbols_written(a.alphabet, report)
     check_typable(a.alphabet, None, report)
     alphabet = unique(a.alphabet, "symbol", "alphabet", report)

@@ -53,12 +53,13 @@ class Kind:
 
     Front end: `check` turns the AST node into the checked form (or reports and returns
     None); `format` writes the node back as canonical lines, from its opening line to its
-    last body line (printer.py closes the brace). Semantics: `interpret` is the reference interpreter. Back end: `estimate`
-    sizes a compile without allocating, `lower` maps each placement ("weights", "context")
-    to its lowering, `bind` puts a program into a context executor's interface. Face:
-    `readout` turns a run into the report's kind-specific fields, `expected` is what the
-    interpreter says those fields must be, `verify_inputs`/`longest_input` are `lat
-    verify`'s domain and `worst_case_steps` the longest run a model can make.
+    last body line (printer.py closes the brace). Semantics: `interpret` is the reference
+    interpreter. Back end: `estimate` sizes a compile without allocating, `lower` maps each
+    placement ("weights", "context") to its lowering, `bind` puts a program into a context
+    executor's interface. Face: `readout` turns a run into the report's kind-specific
+    fields, `expected` is what the interpreter says those fields must be,
+    `verify_inputs`/`longest_input` are `lat verify`'s domain and `worst_case_steps` the
+    longest run a model can make.
     """
 
     name: str

@@ -99,7 +99,7 @@ def check_machine(m: ast.Machine, report: Report) -> CheckedMachine | None:
     check_not_empty(header, "tape", m.tape, "symbols", report)
     check_not_empty(header, "states", m.states, "states", report)
     check_not_empty(header, "halt", m.halt, "states", report,
-                     "a machine needs at least one halting state to stop in")
+                    "a machine needs at least one halting state to stop in")
     check_symbols_written([*m.tape, m.blank if "blank" in header else None], report)
     check_typable(m.tape, m.blank.text if "blank" in header else None, report)
     tape = unique(m.tape, "symbol", "tape", report)

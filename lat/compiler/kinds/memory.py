@@ -39,7 +39,7 @@ def check_memory(m: ast.Memory, report: Report) -> CheckedMemory | None:
     if not m.entries:
         report.error(m.pos, f"memory '{m.name.text}' has no entries", "add lines KEY -> VALUE")
     check_symbols_written([e.key for e in m.entries] + [e.value for e in m.entries]
-                           + [m.default], report)
+                          + [m.default], report)
     first: dict[str, ast.Pos] = {}
     for entry in m.entries:
         if entry.key.text in first:
