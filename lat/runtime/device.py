@@ -19,13 +19,23 @@ from collections.abc import Iterator
 
 import torch
 
+from lat.runtime.errors import ResourceError
 from lat.runtime.forms import Prepared, RecurrentState, dense_step, format_name, prepare
 
 DEVICES = ("auto", "cpu", "cuda")
 
 
+class DeviceUnavailable(ResourceError, RuntimeError):
+    """A device that this machine does not have (e.g. CUDA without a GPU): one line.
+
+    A `RuntimeError` too, as it was before it had a type of its own."""
+
+
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    """"auto" → cuda if available else cpu; "cuda" without a GPU is an error (one line)."""
+    """"auto" → cuda if available else cpu; "cuda" without a GPU is `DeviceUnavailable`.
+
+    A name that is no device at all is a `ValueError` (the command line offers only
+    `DEVICES`, so from there it cannot happen)."""
     if isinstance(device, torch.device):
         return device
     if device not in DEVICES and not str(device).startswith("cuda:"):
@@ -33,7 +43,7 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if str(device).startswith("cuda") and not torch.cuda.is_available():
-        raise RuntimeError("--device cuda: torch sees no CUDA device on this machine")
+        raise DeviceUnavailable("--device cuda: torch sees no CUDA device on this machine")
     return torch.device(device)
 
 
