@@ -74,7 +74,7 @@ def input_lengths(model: CompiledModel, max_len: int) -> list[int]:
         return list(range(max_len + 1))
     lengths = [n for n in range(max_len + 1) if accepted(n)]
     if not lengths:
-        raise ValueError(f"the model accepts no input word of length 0..{max_len}")
+        raise InputError(f"the model accepts no input word of length 0..{max_len}")
     return lengths
 
 

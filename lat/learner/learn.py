@@ -38,6 +38,7 @@ from lat.learner.domain import (
 from lat.learner.equivalence import Equivalence, prove_equivalence
 from lat.learner.solve import Fit, fit, minimal_heads
 from lat.learner.traces import Traces, merge_traces, record_traces, rollouts
+from lat.runtime.errors import InputError
 from lat.runtime.execute import RunResult
 from lat.runtime.model import CompiledModel
 
@@ -157,7 +158,7 @@ def learn(
     if source is not None:
         _check_supported(source)
         if traces is not None and traces.interface.to_json() != source.interface.to_json():
-            raise ValueError("the traces were recorded with a different interface than source")
+            raise InputError("the traces were recorded with a different interface than source")
     if design not in (None, "random", "qr"):
         raise ValueError(f"design must be 'qr' or None, not {design!r}")
     if compare_random and (design != "qr" or source is None or traces is not None):
@@ -406,7 +407,7 @@ def _labelled(certificate: Certificate, domain: Domain) -> Certificate:
 def _recorded_domain(traces: Traces, domain_max_len: int | None) -> Domain:
     longest = max((len(w) for w in traces.inputs), default=0)
     if domain_max_len is not None and domain_max_len > longest:
-        raise ValueError(
+        raise InputError(
             f"the traces hold inputs of at most {longest} symbols; a domain up to "
             f"{domain_max_len} cannot be certified from them (give the program that made "
             "them, or record longer inputs)")
@@ -444,7 +445,7 @@ def _fit(traces: Traces, workers: int, progress: Progress | None) -> Fit:
 
 def _check_supported(model: CompiledModel) -> None:
     if model.scale != 1.0 or model.normalise:
-        raise ValueError(f"learning supports scale 1 without normalisation; this model has "
+        raise InputError(f"learning supports scale 1 without normalisation; this model has "
                          f"scale {model.scale} and normalise={model.normalise}")
 
 
