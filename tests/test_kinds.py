@@ -161,12 +161,6 @@ def test_an_unbound_machine_executor_has_no_record_and_no_readout():
 
 KIND_CLASSES = {node.__name__ for kind in KINDS for node in (kind.syntax, kind.checked)}
 
-#: modules that still dispatch on kinds, each with why; an entry that no longer does must go
-NOT_YET_IN_THE_REGISTRY = {
-    "decompile.py": "the decompiler reads programs back per kind (owned apart; to fold in)",
-}
-
-
 def kind_dispatches(source: str) -> list[str]:
     """Where `source` branches on a program's kind: a comparison with a kind's name, an
     isinstance/issubclass check or a type-keyed table on a kind's AST or checked class."""
@@ -228,16 +222,9 @@ def test_the_dispatch_detector_leaves_other_code_alone(snippet):
 
 
 def test_no_module_outside_the_registry_dispatches_on_kinds():
-    offenders, still_needed = [], set()
+    offenders = []
     for path in sorted(PACKAGE.rglob("*.py")):
-        if KINDS_DIR in path.parents:
-            continue
-        name = str(path.relative_to(PACKAGE))
-        hits = kind_dispatches(path.read_text(encoding="utf-8"))
-        if name in NOT_YET_IN_THE_REGISTRY:
-            still_needed.update([name] if hits else [])
-            continue
-        offenders += [f"lat/{name} {hit}" for hit in hits]
+        if KINDS_DIR not in path.parents:
+            offenders += [f"lat/{path.relative_to(PACKAGE)} {hit}"
+                          for hit in kind_dispatches(path.read_text(encoding="utf-8"))]
     assert not offenders, "ask lat.compiler.kinds instead:\n" + "\n".join(offenders)
-    stale = set(NOT_YET_IN_THE_REGISTRY) - still_needed
-    assert not stale, f"{stale} no longer dispatch on kinds: remove them from the list"
