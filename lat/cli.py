@@ -331,16 +331,29 @@ def cmd_learn(args: argparse.Namespace) -> int:
     traces = load_traces(args.traces) if args.traces else None
     if source is None and traces is None:
         raise InputError("learn needs a program, an artifact or --traces")
-    with progress_bar(True) as progress:  # stderr: beside --json's stdout too
-        result = learn(source, traces=traces, samples=args.samples,
-                       max_len=64 if args.max_len is None else args.max_len,
-                       domain_max_len=args.max_len if source is None else None,
-                       seed=args.seed, progress=progress, workers=args.workers,
-                       design="qr" if args.design or args.compare_random else None,
-                       compare_random=args.compare_random,
-                       minimise=not args.no_minimise, exact=not args.no_exact,
-                       exact_budget=args.exact_budget, design_rounds=args.design_rounds,
-                       max_traces=args.max_traces)
+    from lat.learner.learn import LearnStopped
+
+    def notify(line: str) -> None:  # the estimate, before the fit: stderr, also with --json
+        err.print(Text(line), style="dim")
+
+    try:
+        with progress_bar(True) as progress:  # stderr: beside --json's stdout too
+            result = learn(source, traces=traces, samples=args.samples,
+                           max_len=64 if args.max_len is None else args.max_len,
+                           domain_max_len=args.max_len if source is None else None,
+                           seed=args.seed, progress=progress, workers=args.workers,
+                           design="qr" if args.design or args.compare_random else None,
+                           compare_random=args.compare_random,
+                           minimise=not args.no_minimise, exact=not args.no_exact,
+                           exact_budget=args.exact_budget, design_rounds=args.design_rounds,
+                           max_traces=args.max_traces, time_budget=args.time_budget,
+                           memory_budget=args.memory_budget, notify=notify)
+    except LearnStopped as stopped:  # no fit was finished: no artifact, no verdict
+        if args.json:
+            _print_json(stopped.report)
+        err.print(Text(f"lat: stopped: {stopped}; no model was learned (traces recorded: "
+                       f"{stopped.report['traces']})"))
+        return 1
     if args.output:
         result.model.save(args.output)
     report = result.to_json()
@@ -348,6 +361,10 @@ def cmd_learn(args: argparse.Namespace) -> int:
         _print_json(report)
     else:
         _print_learn(report, args.output)
+    if report.get("stopped"):
+        err.print(f"warning: the {report['stopped']} ended the run in {report['stopped_in']}"
+                  f"; skipped: {', '.join(report['skipped']) or 'nothing'}", markup=False,
+                  highlight=False)
     if report.get("design_converged") is False:
         err.print("warning: the sampled design rounds ended with uncovered words still "
                   "being found (design_converged: false)", markup=False, highlight=False)

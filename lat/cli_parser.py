@@ -154,6 +154,12 @@ def build_parser() -> argparse.ArgumentParser:
                    "(default 20,000)")
     p.add_argument("--no-exact", action="store_true",
                    help="certify on a sample even where an exact domain exists")
+    p.add_argument("--time-budget", type=_seconds, default=None, metavar="SECONDS",
+                   help="stop at this wall-clock time and report what was reached (the "
+                   "exact analysis and the design rounds may use half of it each)")
+    p.add_argument("--memory-budget", type=_size, default=None, metavar="SIZE",
+                   help="refuse up front when the fit's estimate is over this (e.g. 512M, "
+                   "4G), and stop the design before it")
     p.add_argument("--require", choices=("proven",),
                    help="exit 1 unless equivalence is proven on an exact domain")
     p.add_argument("--no-minimise", action="store_true",
@@ -216,6 +222,16 @@ def _size(text: str) -> int:
         return parse_bytes(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a size: {text!r} (e.g. 512M, 2G, 64G)") from None
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError("must be more than 0 seconds")
+    return value
 
 
 def _non_negative(text: str) -> int:

@@ -35,18 +35,20 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 import torch
 
+from lat.learner.counts import Domain
 from lat.learner.features import prefix_features
 from lat.learner.solve import Fit, row_batches
 
 COVERAGE_TOL = 1e-8
 REALIZABLE_RTOL = 1e-6
 
-__all__ = ["COVERAGE_TOL", "REALIZABLE_RTOL", "Certificate", "certify", "outside", "span_residuals"]
+__all__ = ["COVERAGE_TOL", "REALIZABLE_RTOL", "Certificate", "certify", "labelled", "outside",
+           "span_residuals"]
 
 
 @dataclass(frozen=True)
@@ -264,3 +266,18 @@ def outside(F: np.ndarray, basis: np.ndarray) -> np.ndarray:
     (the data design runs them under `single_thread`)."""
     f, u = torch.from_numpy(F), torch.from_numpy(basis)
     return (f - (f @ u) @ u.T).numpy()
+
+
+def labelled(certificate: Certificate, domain: Domain) -> Certificate:
+    """`certificate` with its scope, domain sentence and the domain's notes."""
+    notes = [certificate.notes, *domain.notes]
+    if domain.scope == "exact":
+        notes.append(f"scope exact: the {certificate.domain_sequences} certification words' "
+                     f"prefixes span every prefix of the domain ({domain.description}); "
+                     "coverage there is coverage everywhere in it")
+    elif domain.scope == "sampled":
+        notes.append(f"scope sampled: {domain.description}")
+    else:
+        notes.append(f"traces only: {domain.description}")
+    return replace(certificate, notes="; ".join(n for n in notes if n), scope=domain.scope,
+                   domain=domain.description, domain_dimension=domain.dimension)

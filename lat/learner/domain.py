@@ -29,7 +29,7 @@ import numpy as np
 
 from lat.learner.counts import COUNT_TOL, CountSpans, Domain, Span, Vocabulary, pair_outputs
 from lat.learner.token_graph import token_graph_domain
-from lat.learner.traces import chunked_rollouts, sample_words
+from lat.learner.traces import Traces, chunked_rollouts, sample_words
 from lat.runtime.errors import InputError
 from lat.runtime.execute import rollout
 from lat.runtime.interface import Interface
@@ -43,7 +43,8 @@ ROLLOUT_CHUNK = 2048
 SPAN_BATCH = 2048  # inputs whose prefixes are tested against the spans at once
 
 __all__ = ["COUNT_TOL", "EXACT_BUDGET", "CountSpans", "Domain", "build_domain",
-           "domain_words", "input_lengths", "pair_outputs", "sample_words_of_lengths"]
+           "domain_words", "input_lengths", "pair_outputs", "recorded_domain",
+           "sample_words_of_lengths"]
 
 
 # -- word samplers ---------------------------------------------------------------------------
@@ -121,11 +122,13 @@ def build_domain(
     budget: int = EXACT_BUDGET,
     design_length: int | None = None,
     progress: Progress | None = None,
+    not_exact: str = "exact analysis not asked for",
 ) -> Domain:
     """The exact domain where the program allows it, else a labelled sample.
 
     `max_len` bounds the sampled words (and is the design length of exact spanning words);
-    `samples` is the size of a sample; `budget` the most inputs enumerated exactly.
+    `samples` is the size of a sample; `budget` the most inputs enumerated exactly;
+    `not_exact` the note that says why, when `exact` is False.
     """
     notes: list[str] = []
     if exact:
@@ -136,7 +139,7 @@ def build_domain(
         if finite is not None:
             return finite
     else:
-        notes.append("exact analysis not asked for")
+        notes.append(not_exact)
     return _sampled_domain(source, notes, max_len, samples, seed)
 
 
@@ -252,6 +255,17 @@ def _spanning_inputs(sequences: list[np.ndarray], order: Sequence[int],
     return chosen, spans
 
 
-# -- helpers ---------------------------------------------------------------------------------
+def recorded_domain(traces: Traces, domain_max_len: int | None) -> Domain:
+    """The domain of a learn from traces alone: the recorded inputs, nothing more."""
+    longest = max((len(w) for w in traces.inputs), default=0)
+    if domain_max_len is not None and domain_max_len > longest:
+        raise InputError(
+            f"the traces hold inputs of at most {longest} symbols; a domain up to "
+            f"{domain_max_len} cannot be certified from them (give the program that made "
+            "them, or record longer inputs)")
+    return Domain(scope="recorded",
+                  description=f"the {len(traces):,} recorded inputs only (length ≤ {longest}); "
+                  "no source program defines a domain beyond them",
+                  certify_words=list(traces.inputs), max_length=longest)
 
 

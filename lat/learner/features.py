@@ -24,6 +24,7 @@ in the sequence and multiplies their running sums by the nonzeros of the current
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -41,6 +42,8 @@ __all__ = [
     "n_features",
     "pair_index",
     "prefix_features",
+    "sequence_pairs",
+    "stack_features",
 ]
 
 
@@ -290,3 +293,40 @@ def column_labels(rows: np.ndarray, cols: np.ndarray, n_cols: int) -> np.ndarray
     _, compact = np.unique(roots, return_inverse=True)
     labels[present] = compact
     return labels
+
+
+def sequence_pairs(data: object) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(tokens (T,d), outputs (T,d_out)) pairs from a Traces object or a sequence of pairs."""
+    if hasattr(data, "tokens") and hasattr(data, "outputs"):
+        pairs = list(zip(data.tokens, data.outputs, strict=True))
+    else:
+        pairs = [(tokens, outputs) for tokens, outputs in data]
+    out = []
+    for tokens, outputs in pairs:
+        tokens = np.asarray(tokens, dtype=np.float64)
+        outputs = np.asarray(outputs, dtype=np.float64)
+        if tokens.ndim != 2 or outputs.ndim != 2 or tokens.shape[0] != outputs.shape[0]:
+            raise ValueError(
+                f"a sequence needs tokens (T, d) and outputs (T, d_out) of equal T; got "
+                f"{tokens.shape} and {outputs.shape}"
+            )
+        out.append((tokens, outputs))
+    return out
+
+
+def stack_features(
+    sequences: Sequence[np.ndarray], progress: Callable[[str, int, int], None] | None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """COO features of all prefixes of all sequences, rows numbered globally."""
+    rows, cols, vals = [], [], []
+    offset = 0
+    every = max(1, len(sequences) // 20)
+    for i, tokens in enumerate(sequences):
+        r, c, v = prefix_features(tokens)
+        rows.append(r + offset)
+        cols.append(c)
+        vals.append(v)
+        offset += tokens.shape[0]
+        if progress is not None and (i % every == 0 or i == len(sequences) - 1):
+            progress("features", i + 1, len(sequences))
+    return np.concatenate(rows), np.concatenate(cols), np.concatenate(vals)

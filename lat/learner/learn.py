@@ -26,32 +26,49 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 import torch
 
-from lat.learner.certificate import COVERAGE_TOL, Certificate, certify, sequence_residuals
+from lat.learner.budget import Budget, BudgetUp, Estimate, OverBudget, estimate_fit, pilot_indices
+from lat.learner.certificate import (
+    COVERAGE_TOL,
+    Certificate,
+    certify,
+    labelled,
+    sequence_residuals,
+)
+from lat.learner.check import check_with_source, check_with_traces, not_checked
 from lat.learner.domain import (
     EXACT_BUDGET,
     Domain,
     build_domain,
     domain_words,
     input_lengths,
+    recorded_domain,
     sample_words_of_lengths,
 )
-from lat.learner.equivalence import Equivalence, prove_equivalence
+from lat.learner.equivalence import Equivalence
 from lat.learner.solve import Fit, fit, minimal_heads
-from lat.learner.traces import Traces, merge_traces, record_traces, rollouts
+from lat.learner.traces import Traces, merge_traces, record_in_chunks, record_traces, rollouts
 from lat.runtime.errors import InputError
 from lat.runtime.execute import RunResult
 from lat.runtime.model import CompiledModel
 
 Progress = Callable[[str, int, int], None]
 Word = tuple[str, ...]
-CHUNK = 256  # inputs per rollout call between progress reports
 MAX_MISMATCH_EXAMPLES = 8
 DEFAULT_SAMPLES = 1000  # random training words where no exact design exists
 # A design sample is this many times the certification sample: rare token co-occurrences
 # must be found while designing, or the independent certification sample finds them first.
 DESIGN_FACTOR = 4
 
-__all__ = ["LearnResult", "learn"]
+__all__ = ["LearnResult", "LearnStopped", "OverBudget", "learn"]
+
+
+class LearnStopped(Exception):
+    """A time or memory budget ended `learn` before any fit: there is no model.
+    `report` says what was reached (the JSON `lat learn` prints)."""
+
+    def __init__(self, message: str, report: dict[str, object]) -> None:
+        super().__init__(message)
+        self.report = report
 
 
 @dataclass(frozen=True)
@@ -127,6 +144,9 @@ def learn(
     exact: bool = True,
     exact_budget: int = EXACT_BUDGET,
     max_traces: int | None = None,
+    time_budget: float | None = None,
+    memory_budget: int | None = None,
+    notify: Callable[[str], None] | None = None,
 ) -> LearnResult:
     """Learn an MHLA from `source`'s rollouts (or from recorded `traces`) and certify it.
 
@@ -142,6 +162,15 @@ def learn(
     sampled one up to `design_rounds` rounds add the uncovered words of fresh design samples
     (`design_converged` says whether the last round found none). `max_traces` caps the
     training set (the report says when the cap stopped the design).
+
+    Budgets (budget.py). Before the first fit the fit's size is estimated from a pilot of
+    the training words and passed to `notify` (one line); over `memory_budget` bytes it is
+    refused (`OverBudget`), and the design may add traces only while the estimate stays
+    within it. `time_budget` seconds: the exact domain analysis may use half of it (then
+    the domain is a labelled sample), the design rounds half of it; past the deadline the
+    run keeps its last finished fit and skips what is left (`stopped`, `stopped_in`,
+    `skipped` in the report; no certificate or check it had no time for, so no verdict).
+    A budget that ends the run before any fit raises `LearnStopped` with what was reached.
 
     Equivalence: on an exact domain proven (equivalence.py) and cross-checked by running
     both models on the certification words and `domain_samples` random words; on a sampled
@@ -164,22 +193,39 @@ def learn(
     if compare_random and (design != "qr" or source is None or traces is not None):
         raise ValueError("compare_random compares a designed set (design='qr', with a "
                          "source and no given traces) with random sampling")
+    budget = Budget(time_budget, memory_budget)
+    guarded = budget.guard(progress)
     seconds: dict[str, float] = {}
-    report: dict[str, object] = {}
+    report: dict[str, object] = {"stopped": None, "stopped_in": None, "skipped": []}
+
+    def stop(up: BudgetUp, skipped: Sequence[str]) -> None:
+        report.update(stopped=up.reason, stopped_in=up.phase, skipped=list(skipped))
+
+    def stopped_before_fit(up: BudgetUp, traces_done: int) -> LearnStopped:
+        stop(up, ["fit", "minimise", "certify", "check"])
+        return LearnStopped(str(up), {**report, "traces": traces_done, "design_rounds": 0,
+                                      "equivalent": None, "certificate": None,
+                                      "seconds": {k: round(v, 4) for k, v in seconds.items()}})
 
     # -- domain -------------------------------------------------------------------------
     clock = time.perf_counter()
     if source is not None:
-        domain = build_domain(source, max_len=domain_max_len or max_len,
-                              samples=domain_samples, seed=seed, exact=exact,
-                              budget=exact_budget, design_length=max_len, progress=progress)
+        options = {"max_len": domain_max_len or max_len, "samples": domain_samples,
+                   "seed": seed, "budget": exact_budget, "design_length": max_len}
+        try:
+            domain = build_domain(source, exact=exact, progress=budget.guard(progress, 0.5),
+                                  **options)
+        except BudgetUp as up:  # the exact analysis had half the time: a labelled sample
+            domain = build_domain(source, exact=False, progress=progress, **options,
+                                  not_exact=f"exact analysis stopped: {up}")
     else:
-        domain = _recorded_domain(traces, domain_max_len)
+        domain = recorded_domain(traces, domain_max_len)
     seconds["domain_analysis"] = time.perf_counter() - clock
 
-    # -- record ---------------------------------------------------------------------------
+    # -- record, with the estimate ------------------------------------------------------------
     clock = time.perf_counter()
     method, designed, capped = "given", None, False
+    words: list[Word] = []
     if traces is None:
         if design == "qr":
             from lat.learner.design import design_words
@@ -197,49 +243,76 @@ def learn(
                 source.interface, DEFAULT_SAMPLES if samples is None else samples,
                 input_lengths(source, max_len), np.random.default_rng(seed))
         words, capped = _cap(list(words), 0, max_traces)
-        traces = _record(source, words, progress)
+    estimate = _estimate(source, traces, words)
+    report["estimate"] = estimate.to_dict()
+    if notify is not None:
+        notify(f"estimate: {estimate.describe()}")
+    memory_cap = None
+    if memory_budget is not None:
+        if estimate.bytes > memory_budget:
+            raise OverBudget(estimate, memory_budget)
+        memory_cap = estimate.affordable_traces(memory_budget)
+    if traces is None:
+        try:
+            traces = record_in_chunks(source, words, guarded)
+        except BudgetUp as up:
+            raise stopped_before_fit(up, 0) from None
     seconds["record"] = time.perf_counter() - clock
 
     # -- fit, with data design -------------------------------------------------------------
     clock = time.perf_counter()
-    fitted = _fit(traces, workers, progress)
+    try:
+        fitted = _fit(traces, workers, guarded)
+    except BudgetUp as up:
+        raise stopped_before_fit(up, len(traces)) from None
     rounds = 0
     converged: bool | None = None  # None: no sampled design rounds ran
     certify_runs: list[RunResult] | None = None
+    cap = max_traces if memory_cap is None else min(memory_cap, max_traces or memory_cap)
+    design_progress = budget.guard(progress, 0.5)
     if source is not None and method != "given":
-        if domain.scope == "exact":
-            words = domain.certify_words
-            runs = certify_runs = rollouts(source, words, progress=progress, phase="design")
-            residuals = sequence_residuals(fitted, [r.tokens for r in runs])
-            uncovered = [w for w, r in zip(words, residuals, strict=True) if r > COVERAGE_TOL]
-            if uncovered and design_rounds > 0:
-                uncovered, cut = _cap(uncovered, len(traces), max_traces)
-                capped |= cut
-                if uncovered:
-                    rounds = 1
-                    traces = merge_traces(traces, _record(source, uncovered, progress))
-                    fitted = _fit(traces, workers, progress)
-        elif design_rounds > 0:
-            converged = False
-            design_rng = np.random.default_rng([seed, 1])
-            lengths = input_lengths(source, domain_max_len or max_len)
-            while rounds < design_rounds:
-                sample = domain_words(source.interface, DESIGN_FACTOR * domain_samples,
-                                      lengths, design_rng)
-                runs = rollouts(source, sample, progress=progress, phase="design")
+        try:
+            if domain.scope == "exact":
+                words = domain.certify_words
+                runs = certify_runs = rollouts(source, words, progress=design_progress,
+                                               phase="design")
                 residuals = sequence_residuals(fitted, [r.tokens for r in runs])
-                uncovered = [w for w, r in zip(sample, residuals, strict=True)
+                uncovered = [w for w, r in zip(words, residuals, strict=True)
                              if r > COVERAGE_TOL]
-                if not uncovered:
-                    converged = True
-                    break
-                uncovered, cut = _cap(uncovered, len(traces), max_traces)
-                capped |= cut
-                if not uncovered:
-                    break
-                rounds += 1
-                traces = merge_traces(traces, _record(source, uncovered, progress))
-                fitted = _fit(traces, workers, progress)
+                if uncovered and design_rounds > 0:
+                    uncovered, cut = _cap(uncovered, len(traces), cap)
+                    capped |= cut
+                    if uncovered:
+                        more = merge_traces(traces, record_in_chunks(source, uncovered,
+                                                                     design_progress))
+                        fitted, traces, rounds = _fit(more, workers, design_progress), more, 1
+            elif design_rounds > 0:
+                converged = False
+                design_rng = np.random.default_rng([seed, 1])
+                lengths = input_lengths(source, domain_max_len or max_len)
+                while rounds < design_rounds:
+                    sample = domain_words(source.interface, DESIGN_FACTOR * domain_samples,
+                                          lengths, design_rng)
+                    runs = rollouts(source, sample, progress=design_progress, phase="design")
+                    residuals = sequence_residuals(fitted, [r.tokens for r in runs])
+                    uncovered = [w for w, r in zip(sample, residuals, strict=True)
+                                 if r > COVERAGE_TOL]
+                    if not uncovered:
+                        converged = True
+                        break
+                    uncovered, cut = _cap(uncovered, len(traces), cap)
+                    capped |= cut
+                    if not uncovered:
+                        break
+                    more = merge_traces(traces, record_in_chunks(source, uncovered,
+                                                                 design_progress))
+                    fitted, traces = _fit(more, workers, design_progress), more
+                    rounds += 1
+        except BudgetUp as up:  # keep the last finished fit
+            certify_runs = None
+            stop(up, ["design"])
+    if capped and memory_cap is not None and (max_traces is None or memory_cap < max_traces):
+        report.update(stopped="memory budget", stopped_in="design")
     seconds["fit"] = time.perf_counter() - clock - fitted.seconds.get("train_check", 0.0)
     seconds["train_check"] = fitted.seconds.get("train_check", 0.0)
     report.update(design_rounds=rounds, design=method, design_converged=converged,
@@ -248,9 +321,11 @@ def learn(
         report["design_details"] = designed.summary()
 
     # -- minimise --------------------------------------------------------------------------
-    if minimise:
+    if minimise and budget.expired():
+        report["skipped"] = [*report["skipped"], "minimise"]
+    elif minimise:
         clock = time.perf_counter()
-        fitted = minimal_heads(fitted, traces)
+        fitted = minimal_heads(fitted, traces, seconds=_left(budget))
         seconds["minimise_heads"] = time.perf_counter() - clock
     model = CompiledModel(
         V=torch.from_numpy(fitted.V),
@@ -270,18 +345,27 @@ def learn(
 
     # -- certify ---------------------------------------------------------------------------
     clock = time.perf_counter()
-    if source is not None:
-        if certify_runs is None:  # the exact design round rolled these out already
-            certify_runs = rollouts(source, domain.certify_words, progress=progress,
-                                    phase="domain")
-        elif progress is not None:
-            progress("domain", len(certify_runs), len(certify_runs))
-        sequences = [r.tokens for r in certify_runs]
-    else:
-        sequences = traces.tokens
-        if progress is not None:
-            progress("domain", len(sequences), len(sequences))
-    certificate = _labelled(certify(fitted, sequences), domain)
+    sequences: list[np.ndarray] = []
+    try:
+        budget.check("certify")
+        if source is not None:
+            if certify_runs is None:  # the exact design round rolled these out already
+                certify_runs = rollouts(source, domain.certify_words, progress=guarded,
+                                        phase="domain")
+            elif progress is not None:
+                progress("domain", len(certify_runs), len(certify_runs))
+            sequences = [r.tokens for r in certify_runs]
+        else:
+            sequences = traces.tokens
+            if progress is not None:
+                progress("domain", len(sequences), len(sequences))
+        certificate = labelled(certify(fitted, sequences), domain)
+    except BudgetUp as up:
+        if report["stopped"] is None:
+            stop(up, [])
+        report["skipped"] = [*report["skipped"], "certify"]
+        certificate = labelled(replace(certify(fitted, []), notes=f"not computed: {up}"),
+                                domain)
     seconds["certify"] = time.perf_counter() - clock
 
     if compare_random:
@@ -306,51 +390,34 @@ def learn(
 
     # -- check -----------------------------------------------------------------------------
     clock = time.perf_counter()
-    equivalence, reproduces = None, None
-    if source is not None:
-        words = _cross_check_words(source, domain, domain_samples, domain_max_len or max_len,
-                                   seed)
-        checking = {"dtype": dtype, "record": False, "progress": progress}
-        expected = rollouts(source, words, phase="check source", **checking)
-        learned = rollouts(model, words, phase="check", **checking)
-        mismatches = [e.input for e, r in zip(expected, learned, strict=True)
-                      if not _same_run(e, r)]
-        checked = len(words)
-        if domain.scope == "exact" and domain.spans is not None:
-            equivalence = prove_equivalence(source, model, domain.spans, checked=checked,
-                                            mismatches=len(mismatches))
+    try:
+        budget.check("check")
+        if source is not None:
+            checked = check_with_source(source, model, domain, count=domain_samples,
+                                        max_len=domain_max_len or max_len, seed=seed,
+                                        dtype=dtype, progress=guarded)
         else:
-            equivalence = Equivalence(
-                "checked", False, None, None, checked, len(mismatches),
-                f"{len(mismatches)} of {checked} sampled inputs decode differently"
-                if mismatches else f"all {checked} sampled inputs decode alike (not a proof)")
-        equivalent: bool | None = not mismatches
-    else:
-        learned = rollouts(model, traces.inputs, dtype=dtype, record=False, progress=progress,
-                           phase="check")
-        mismatches = [traces.inputs[i] for i, run in enumerate(learned)
-                      if not _matches_recorded(traces, i, run)]
-        checked = len(traces.inputs)
-        reproduces = not mismatches
-        equivalent = None
-        equivalence = Equivalence(
-            "recorded", False, None, None, checked, len(mismatches),
-            "no source program: only the recorded runs were compared "
-            f"({checked - len(mismatches)} of {checked} reproduced)")
+            checked = check_with_traces(model, traces, dtype=dtype, progress=guarded)
+    except BudgetUp as up:
+        if report["stopped"] is None:
+            stop(up, [])
+        report["skipped"] = [*report["skipped"], "check"]
+        checked = not_checked(str(up))
     seconds["check"] = time.perf_counter() - clock
 
-    margins = [run.margin for run in learned if math.isfinite(run.margin)]
+    margins = [run.margin for run in checked.learned_runs if math.isfinite(run.margin)]
     model = model.with_info(
         certificate=certificate.to_dict(),
-        equivalence=equivalence.to_dict(),
-        equivalent=equivalent,
-        checked=checked,
-        certified=_certified_domain(domain, certificate, equivalence),
+        equivalence=checked.equivalence.to_dict(),
+        equivalent=checked.equivalent,
+        checked=checked.checked,
+        certified=_certified_domain(domain, certificate, checked.equivalence,
+                                    report["stopped"]),
         observed_margin=min(margins) if margins else None,
-        margin_note=f"smallest decode margin seen over the {checked} checked inputs in "
-        f"{dtype} (measured, not a proven bound)",
+        margin_note=f"smallest decode margin seen over the {checked.checked} checked inputs "
+        f"in {dtype} (measured, not a proven bound)",
         **{k: v for k, v in report.items() if k in ("design_converged", "design_details",
-                                                     "design_comparison")},
+                                                     "design_comparison", "stopped")},
     )
     return LearnResult(
         model=model,
@@ -359,19 +426,19 @@ def learn(
         train_max_abs_error=fitted.train_max_abs_error,
         heads=fitted.heads,
         certificate=certificate,
-        equivalent=equivalent,
-        checked=checked,
-        mismatches=mismatches[:MAX_MISMATCH_EXAMPLES],
+        equivalent=checked.equivalent,
+        checked=checked.checked,
+        mismatches=checked.mismatches[:MAX_MISMATCH_EXAMPLES],
         seconds=seconds,
         fit=fitted,
-        equivalence=equivalence,
-        reproduces_traces=reproduces,
+        equivalence=checked.equivalence,
+        reproduces_traces=checked.reproduces_traces,
         design=report,
     )
 
 
-def _certified_domain(domain: Domain, certificate: Certificate,
-                      equivalence: Equivalence) -> dict[str, object]:
+def _certified_domain(domain: Domain, certificate: Certificate, equivalence: Equivalence,
+                      stopped: object = None) -> dict[str, object]:
     """What a run of the learned artifact may rely on (read by `lat run`)."""
     proven = equivalence.proven and certificate.identifiable and domain.scope == "exact"
     return {
@@ -381,6 +448,8 @@ def _certified_domain(domain: Domain, certificate: Certificate,
         "up_to_length": equivalence.up_to_length if proven else None,
         "max_input_length": domain.max_length,
         "reason": None if proven else (
+            f"the {stopped} ended the run before the certificate and check were complete"
+            if stopped and equivalence.method == "not checked" else
             "the learned model was only compared with its source on sampled inputs"
             if domain.scope == "sampled" else
             "no source program: only the recorded runs were compared"
@@ -390,42 +459,22 @@ def _certified_domain(domain: Domain, certificate: Certificate,
     }
 
 
-def _labelled(certificate: Certificate, domain: Domain) -> Certificate:
-    notes = [certificate.notes, *domain.notes]
-    if domain.scope == "exact":
-        notes.append(f"scope exact: the {certificate.domain_sequences} certification words' "
-                     f"prefixes span every prefix of the domain ({domain.description}); "
-                     "coverage there is coverage everywhere in it")
-    elif domain.scope == "sampled":
-        notes.append(f"scope sampled: {domain.description}")
-    else:
-        notes.append(f"traces only: {domain.description}")
-    return replace(certificate, notes="; ".join(n for n in notes if n), scope=domain.scope,
-                   domain=domain.description, domain_dimension=domain.dimension)
+def _estimate(source: CompiledModel | None, traces: Traces | None,
+              words: Sequence[Word]) -> Estimate:
+    """The fit's size from a pilot of the training words (or of the given traces)."""
+    if traces is not None:
+        tokens = [traces.tokens[i] for i in pilot_indices(len(traces))]
+        return estimate_fit(tokens, traces.interface.d_out, len(traces))
+    pilot = [words[i] for i in pilot_indices(len(words))]
+    tokens = record_traces(source, pilot).tokens if pilot else []
+    return estimate_fit(tokens, source.d_out, len(words))
 
 
-def _recorded_domain(traces: Traces, domain_max_len: int | None) -> Domain:
-    longest = max((len(w) for w in traces.inputs), default=0)
-    if domain_max_len is not None and domain_max_len > longest:
-        raise InputError(
-            f"the traces hold inputs of at most {longest} symbols; a domain up to "
-            f"{domain_max_len} cannot be certified from them (give the program that made "
-            "them, or record longer inputs)")
-    return Domain(scope="recorded",
-                  description=f"the {len(traces):,} recorded inputs only (length ≤ {longest}); "
-                  "no source program defines a domain beyond them",
-                  certify_words=list(traces.inputs), max_length=longest)
-
-
-def _cross_check_words(source: CompiledModel, domain: Domain, count: int, max_len: int,
-                       seed: int) -> list[Word]:
-    """Certification words plus random words: both models are run on these."""
-    if domain.scope == "sampled":
-        return domain.certify_words
-    lengths = input_lengths(source, min(max_len, domain.max_length or max_len))
-    extra = sample_words_of_lengths(source.interface, count, lengths,
-                                    np.random.default_rng([seed, 6]))
-    return [*domain.certify_words, *extra]
+def _left(budget: Budget) -> float | None:
+    """Seconds left before the deadline (None: no time budget)."""
+    if budget.seconds is None:
+        return None
+    return max(0.0, budget.seconds - (time.perf_counter() - budget.started))
 
 
 def _cap(words: list[Word], have: int, max_traces: int | None) -> tuple[list[Word], bool]:
@@ -447,46 +496,3 @@ def _check_supported(model: CompiledModel) -> None:
     if model.scale != 1.0 or model.normalise:
         raise InputError(f"learning supports scale 1 without normalisation; this model has "
                          f"scale {model.scale} and normalise={model.normalise}")
-
-
-def _record(source: CompiledModel, words: Sequence[Word],
-            progress: Progress | None) -> Traces:
-    """`record_traces` in chunks, reporting progress."""
-    parts = []
-    for start in range(0, len(words), CHUNK):
-        parts.append(record_traces(source, words[start: start + CHUNK]))
-        if progress is not None:
-            progress("record", min(start + CHUNK, len(words)), len(words))
-    return Traces(
-        tokens=[t for p in parts for t in p.tokens],
-        outputs=[o for p in parts for o in p.outputs],
-        inputs=[tuple(w) for w in words],
-        interface=source.interface,
-        steps=[s for p in parts for s in (p.steps or [])],
-        stopped_by=[s for p in parts for s in (p.stopped_by or [])],
-        source=source.sha256(),
-    )
-
-
-def _same_run(expected: RunResult, learned: RunResult) -> bool:
-    return (expected.decoded == learned.decoded and expected.steps == learned.steps
-            and expected.stopped_by == learned.stopped_by)
-
-
-def _matches_recorded(traces: Traces, index: int, run: RunResult) -> bool:
-    """Does a learned run reproduce recorded run `index` (decoded outputs, steps, stop)?"""
-    interface = traces.interface
-    outputs = torch.from_numpy(np.asarray(traces.outputs[index], dtype=np.float64))
-    answers = outputs[len(interface.prompt) - 1:]
-    for field_, offset in interface.output_slices():
-        block = answers[:, offset: offset + field_.width]
-        if block.shape[0] == 0:
-            recorded: tuple[str, ...] = ()
-        else:
-            top = torch.topk(block, k=min(2, field_.width), dim=1)  # as the runtime decodes
-            recorded = tuple(field_.values[i] for i in top.indices[:, 0].tolist())
-        if run.decoded.get(field_.name) != recorded:
-            return False
-    if traces.steps is not None and traces.steps[index] != run.steps:
-        return False
-    return traces.stopped_by is None or traces.stopped_by[index] == run.stopped_by

@@ -50,18 +50,21 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 import torch
 
-from lat.learner.features import (
+from lat.learner.compress import PrefixCounts, compress_rows
+from lat.learner.features import (  # sequence_pairs, stack_features: re-exported
     Coefficients,
     block_layout,
     column_labels,
     n_features,
-    prefix_features,
+    sequence_pairs,
+    stack_features,
 )
 from lat.learner.heads import recover_heads
-from lat.learner.minimise import MINIMISE_MAX_HEADS, minimise_heads
+from lat.learner.minimise import MINIMISE_MAX_HEADS, MINIMISE_SECONDS, minimise_heads
 
 EIG_RTOL = 1e-11
 BATCH_ENTRIES = 1 << 22  # dense numbers per row batch of one block (32 MiB of float64)
+COMPRESS_MIN_RATIO = 4  # compress when there are this many prefixes per distinct token
 DENSE_LIMIT = 1 << 27  # largest dense array of one block (numbers), primal or dual
 # minimal_heads keeps fewer heads only when they reproduce every training output to this
 # × max(1, max|y|) (or as well as Algorithm 1's heads did): 100× below the certificate's
@@ -132,25 +135,6 @@ class Fit:
         return self.coefficients.columns
 
 
-def sequence_pairs(data: object) -> list[tuple[np.ndarray, np.ndarray]]:
-    """(tokens (T,d), outputs (T,d_out)) pairs from a Traces object or a sequence of pairs."""
-    if hasattr(data, "tokens") and hasattr(data, "outputs"):
-        pairs = list(zip(data.tokens, data.outputs, strict=True))
-    else:
-        pairs = [(tokens, outputs) for tokens, outputs in data]
-    out = []
-    for tokens, outputs in pairs:
-        tokens = np.asarray(tokens, dtype=np.float64)
-        outputs = np.asarray(outputs, dtype=np.float64)
-        if tokens.ndim != 2 or outputs.ndim != 2 or tokens.shape[0] != outputs.shape[0]:
-            raise ValueError(
-                f"a sequence needs tokens (T, d) and outputs (T, d_out) of equal T; got "
-                f"{tokens.shape} and {outputs.shape}"
-            )
-        out.append((tokens, outputs))
-    return out
-
-
 def heads_of(
     coefficients: Coefficients, support: np.ndarray, pack_heads: bool, minimise: bool,
     blocks: Sequence[Block] | None = None, support_block: np.ndarray | None = None,
@@ -171,13 +155,16 @@ def heads_of(
 
 def _fewer_heads(coefficients: Coefficients, blocks: Sequence[Block] | None,
                  support_block: np.ndarray | None, support_position: np.ndarray | None,
-                 V: np.ndarray, Q: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+                 V: np.ndarray, Q: np.ndarray, seconds: float | None = None
+                 ) -> tuple[np.ndarray, np.ndarray] | None:
     """Fewer heads than (V, Q) with the same outputs on the training span, or None."""
-    if V.shape[0] <= 1:
+    if V.shape[0] <= 1 or (seconds is not None and seconds <= 0):
         return None
+    limit = {} if seconds is None else {"seconds": min(seconds, MINIMISE_SECONDS)}
     found = minimise_heads(coefficients, coefficients.d, coefficients.d_out, blocks=blocks,
                            support_block=support_block, support_position=support_position,
-                           max_heads=min(V.shape[0] - 1, MINIMISE_MAX_HEADS), initial=(V, Q))
+                           max_heads=min(V.shape[0] - 1, MINIMISE_MAX_HEADS), initial=(V, Q),
+                           **limit)
     return found if found is not None and found[0].shape[0] < V.shape[0] else None
 
 
@@ -214,6 +201,7 @@ def fit(
     Y = np.concatenate([o for _, o in pairs], axis=0)
     N = Y.shape[0]
     seconds["features"] = time.perf_counter() - clock
+    prefix_counts = _prefix_counts([t for t, _ in pairs], N)
 
     clock = time.perf_counter()
     support, local = np.unique(cols, return_inverse=True)
@@ -233,8 +221,8 @@ def fit(
         take = order[entry_bounds[b] : entry_bounds[b + 1]]
         block_columns = col_order[col_bounds[b] : col_bounds[b + 1]]
         block, w, fitted_rows, fitted = _solve_block(
-            rows[take], support_position[local[take]], vals[take], support[block_columns], Y, N
-        )
+            rows[take], support_position[local[take]], vals[take], support[block_columns], Y, N,
+            prefix_counts)
         blocks.append(block)
         values[block_columns] = w
         predicted[fitted_rows] = fitted
@@ -276,28 +264,30 @@ def fit(
     return _minimised(fitted, lambda: (rows, cols, vals, Y)) if minimise else fitted
 
 
-def minimal_heads(fitted: Fit, data: object) -> Fit:
+def minimal_heads(fitted: Fit, data: object, seconds: float | None = None) -> Fit:
     """`fitted` with the fewest heads the minimiser finds (minimise.py), or unchanged.
 
     For callers that fit several times and keep only the last fit (`learn`'s data design):
     fit with minimise=False, then minimise once. `data` are the fit's training sequences;
-    the training error is recomputed from the new heads on every training prefix."""
+    the training error is recomputed from the new heads on every training prefix; `seconds`
+    bounds the search (default the minimiser's own limit)."""
     def training() -> tuple[np.ndarray, ...]:
         pairs = sequence_pairs(data)
         rows, cols, vals = stack_features([t for t, _ in pairs], None)
         return rows, cols, vals, np.concatenate([o for _, o in pairs], axis=0)
 
-    return _minimised(fitted, training)
+    return _minimised(fitted, training, seconds)
 
 
-def _minimised(fitted: Fit, training: Callable[[], tuple[np.ndarray, ...]]) -> Fit:
+def _minimised(fitted: Fit, training: Callable[[], tuple[np.ndarray, ...]],
+               seconds_limit: float | None = None) -> Fit:
     """The fewest-heads search on `fitted`; the new heads are kept only when they
     reproduce every training output (`training()` gives its features and outputs, built
     only then) to MINIMAL_HEADS_RTOL × max(1, max|y|), or as well as the old ones did."""
     seconds = dict(fitted.seconds)
     clock = time.perf_counter()
     found = _fewer_heads(fitted.coefficients, fitted.blocks, fitted.support_block,
-                         fitted.support_position, fitted.V, fitted.Q)
+                         fitted.support_position, fitted.V, fitted.Q, seconds_limit)
     seconds["heads"] = seconds.get("heads", 0.0) + time.perf_counter() - clock
     if found is None:
         return replace(fitted, seconds=seconds)
@@ -350,22 +340,11 @@ def support_coefficients(V: np.ndarray, Q: np.ndarray, columns: np.ndarray) -> n
     return out
 
 
-def stack_features(
-    sequences: Sequence[np.ndarray], progress: Progress | None
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """COO features of all prefixes of all sequences, rows numbered globally."""
-    rows, cols, vals = [], [], []
-    offset = 0
-    every = max(1, len(sequences) // 20)
-    for i, tokens in enumerate(sequences):
-        r, c, v = prefix_features(tokens)
-        rows.append(r + offset)
-        cols.append(c)
-        vals.append(v)
-        offset += tokens.shape[0]
-        if progress is not None and (i % every == 0 or i == len(sequences) - 1):
-            progress("features", i + 1, len(sequences))
-    return np.concatenate(rows), np.concatenate(cols), np.concatenate(vals)
+def _prefix_counts(sequences: Sequence[np.ndarray], samples: int) -> PrefixCounts | None:
+    """Token counts for count compression, when the tokens repeat enough to gain from it
+    (one-hot programs: a few hundred distinct tokens; not Gaussian test tokens)."""
+    counts = PrefixCounts(sequences)
+    return counts if counts.vocabulary * COMPRESS_MIN_RATIO <= samples else None
 
 
 def cutoff_for(eigenvalues: np.ndarray) -> float:
@@ -377,50 +356,69 @@ def cutoff_for(eigenvalues: np.ndarray) -> float:
 
 def _solve_block(
     rows: np.ndarray, cols: np.ndarray, vals: np.ndarray, columns: np.ndarray, Y: np.ndarray,
-    N: int,
+    N: int, prefix_counts: PrefixCounts | None = None,
 ) -> tuple[Block, np.ndarray, np.ndarray, np.ndarray]:
     """Min-norm least squares on one block: entries (global sample row, position in the
     block, value) sorted by row; `columns` the block's global feature columns. Returns the
-    Block, its coefficients (n, d_out), its sample rows and their fitted outputs."""
+    Block, its coefficients (n, d_out), its sample rows and their fitted outputs.
+
+    With `prefix_counts` the rows are first count-compressed (compress.py: the same Gram
+    and XᵀY from at most |U| rows per current token)."""
     n = columns.size
     starts = np.flatnonzero(np.r_[True, rows[1:] != rows[:-1]])
     sample_rows = rows[starts]
     m = sample_rows.size
     local_row = np.repeat(np.arange(m), np.diff(np.r_[starts, rows.size]))
-    if n * min(m, n) > DENSE_LIMIT:  # primal Gram n², or dual X and basis n·m
+    Yb = Y[sample_rows]
+    Z = Yz = None
+    if prefix_counts is not None and m > 1:
+        Z, Yz = compress_rows(prefix_counts, sample_rows, local_row, cols, vals, n, Yb)
+        if Z.shape[0] >= m:  # nothing saved: the rows as they are
+            Z = Yz = None
+    compressed = Z is not None
+    r = m if Z is None else Z.shape[0]
+    if n * min(r, n) > DENSE_LIMIT:  # primal Gram n², or dual X and basis n·r
         raise ValueError(
             f"a connected block of {n} features over {m} samples is too large to solve "
-            f"densely ({n}·{min(m, n)} > {DENSE_LIMIT} numbers); use fewer or shorter traces"
+            f"densely ({n}·{min(r, n)} > {DENSE_LIMIT} numbers); use fewer or shorter traces"
         )
-    Yb = Y[sample_rows]
-    if m < n:  # dual: the m×m kernel has the same nonzero eigenvalues
-        X = np.zeros((m, n), dtype=np.float64)
-        X[local_row, cols] = vals
-        K = (X @ X.T) / N
-        lam, A = np.linalg.eigh(K)
+
+    def fitted_rows(w: np.ndarray) -> np.ndarray:  # X w on the real rows
+        fitted = np.zeros((m, Y.shape[1]), dtype=np.float64)
+        for first, X in row_batches(local_row, cols, vals, m, n):
+            fitted[first : first + X.shape[0]] = X @ w
+        return fitted
+
+    if r < n:  # dual: the r×r kernel has the same nonzero eigenvalues
+        if Z is None:
+            Z = np.zeros((m, n), dtype=np.float64)
+            Z[local_row, cols] = vals
+            Yz = Yb
+        lam, A = np.linalg.eigh((Z @ Z.T) / N)
         cutoff = cutoff_for(lam)
         keep = lam > cutoff
         lam_r, A_r = lam[keep], A[:, keep]
-        right = (X.T @ A_r) / np.sqrt(N * lam_r)  # right singular vectors of X
-        w = right @ ((A_r.T @ Yb) / np.sqrt(N * lam_r)[:, None])  # Xᵀ (XXᵀ)⁺ y
+        right = (Z.T @ A_r) / np.sqrt(N * lam_r)  # right singular vectors of X
+        w = right @ ((A_r.T @ Yz) / np.sqrt(N * lam_r)[:, None])  # Xᵀ (XXᵀ)⁺ y
         # Xᵀa/σ is orthonormal only up to ε·λ_max/λ; re-orthonormalise the same span so the
         # certificate's projections are accurate to round-off.
         basis, _ = np.linalg.qr(right)
-        eigenvalues = np.concatenate([np.zeros(n - m), lam])
-        return Block(columns, eigenvalues, basis, cutoff, m, True), w, sample_rows, X @ w
+        eigenvalues = np.concatenate([np.zeros(n - r), lam])
+        fitted = fitted_rows(w) if compressed else Z @ w
+        return Block(columns, eigenvalues, basis, cutoff, m, True), w, sample_rows, fitted
 
-    G = np.zeros((n, n), dtype=np.float64)
-    XtY = np.zeros((n, Y.shape[1]), dtype=np.float64)
-    for first, X in row_batches(local_row, cols, vals, m, n):
-        G += X.T @ X
-        XtY += X.T @ Yb[first : first + X.shape[0]]
+    if Z is not None:
+        G, XtY = Z.T @ Z, Z.T @ Yz
+    else:
+        G = np.zeros((n, n), dtype=np.float64)
+        XtY = np.zeros((n, Y.shape[1]), dtype=np.float64)
+        for first, X in row_batches(local_row, cols, vals, m, n):
+            G += X.T @ X
+            XtY += X.T @ Yb[first : first + X.shape[0]]
     G /= N
     XtY /= N
     lam, U_r, cutoff, w = solve_gram(G, XtY)
-    fitted = np.zeros((m, Y.shape[1]), dtype=np.float64)
-    for first, X in row_batches(local_row, cols, vals, m, n):  # second pass: X w
-        fitted[first : first + X.shape[0]] = X @ w
-    return Block(columns, lam, U_r, cutoff, m, False), w, sample_rows, fitted
+    return Block(columns, lam, U_r, cutoff, m, False), w, sample_rows, fitted_rows(w)
 
 
 def solve_gram(G: np.ndarray, XtY: np.ndarray

@@ -35,7 +35,7 @@ from lat.runtime.storage import read_safetensors, write_safetensors
 TRACES_SCHEMA = "1"
 
 __all__ = ["TRACES_SCHEMA", "Traces", "chunked_rollouts", "load_traces", "merge_traces",
-           "record_traces", "rollouts", "sample_words", "save_traces"]
+           "record_in_chunks", "record_traces", "rollouts", "sample_words", "save_traces"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -123,6 +123,26 @@ def record_traces(model: CompiledModel, inputs: Sequence[Sequence[str]]) -> Trac
         interface=model.interface,
         steps=[r.steps for r in results],
         stopped_by=[r.stopped_by for r in results],
+        source=model.sha256(),
+    )
+
+
+def record_in_chunks(model: CompiledModel, words: Sequence[Sequence[str]],
+                     progress: Callable[[str, int, int], None] | None = None,
+                     chunk: int = 256) -> Traces:
+    """`record_traces` a chunk of words at a time, reporting progress ("record") after each."""
+    parts = []
+    for start in range(0, len(words), chunk):
+        parts.append(record_traces(model, words[start: start + chunk]))
+        if progress is not None:
+            progress("record", min(start + chunk, len(words)), len(words))
+    return Traces(
+        tokens=[t for p in parts for t in p.tokens],
+        outputs=[o for p in parts for o in p.outputs],
+        inputs=[tuple(w) for w in words],
+        interface=model.interface,
+        steps=[s for p in parts for s in (p.steps or [])],
+        stopped_by=[s for p in parts for s in (p.stopped_by or [])],
         source=model.sha256(),
     )
 

@@ -1,0 +1,214 @@
+"""Budgets a user sets on `learn`: wall-clock time and memory, and the estimate they are
+checked against (docs/ARCHITECTURE.md, "The learner").
+
+- **Estimate.** Before the first fit, a pilot of the training words is rolled out and its
+  sparse features are built (features.py): tokens and feature entries per prefix, the
+  support and blocks the pilot reaches. Scaled to every training word this gives the fit's
+  size — prefixes, feature entries, bytes — and how many traces a memory budget allows.
+- **Memory.** An estimate over the budget is refused before anything large is built
+  (`OverBudget`, with the estimate and the traces that would fit); otherwise the design
+  rounds may add traces only up to what the budget allows, and the resident memory is
+  also checked at every progress report.
+- **Time.** Every progress report checks the clock; past the deadline the phase at work
+  stops (`TimeUp`, caught by `learn`), and the run keeps what it reached: the last finished
+  fit, without the phases it had no time for. No verdict is made from work not done.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from lat.learner.features import block_layout, column_labels, prefix_features
+from lat.runtime.errors import ResourceError
+
+Progress = Callable[[str, int, int], None]
+
+PILOT_WORDS = 48  # training words rolled out to estimate the fit's size
+# Peak bytes per sparse feature entry while the fit holds them: the COO triplet (24),
+# its concatenation and sort orders (≈ 40) and the per-block gathers (≈ 24).
+BYTES_PER_ENTRY = 88
+BASELINE_BYTES = 400 << 20  # the interpreter, torch and numpy, where /proc cannot say
+
+__all__ = ["BASELINE_BYTES", "Budget", "BudgetUp", "Estimate", "MemoryUp", "OverBudget",
+           "TimeUp", "estimate_fit", "format_bytes", "pilot_indices", "resident_bytes"]
+
+
+class BudgetUp(Exception):
+    """A budget ended the work of `phase` (raised at a progress report); `reason` is
+    "time budget" or "memory budget", as the report says it."""
+
+    reason = "budget"
+
+    def __init__(self, phase: str, detail: str = "") -> None:
+        super().__init__(f"the {self.reason} ended {phase}{detail}")
+        self.phase = phase
+
+
+class TimeUp(BudgetUp):
+    reason = "time budget"
+
+
+class MemoryUp(BudgetUp):
+    reason = "memory budget"
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """The size of a fit to `traces` training words, from a pilot of `pilot` of them.
+
+    `support` and `blocks` are what the pilot reaches (lower bounds for the whole set);
+    `bytes` is the estimated peak (this process's resident memory now, plus the fit),
+    `bytes_per_trace` what one more trace adds."""
+
+    traces: int
+    pilot: int
+    prefixes: int
+    feature_entries: int
+    support: int
+    blocks: int
+    largest_block: int
+    trace_bytes: int
+    bytes: int
+    bytes_per_trace: int
+
+    def affordable_traces(self, memory: int) -> int:
+        """Traces whose fit stays within `memory` bytes."""
+        fixed = self.bytes - self.traces * self.bytes_per_trace
+        return max(0, (memory - fixed) // max(self.bytes_per_trace, 1))
+
+    def describe(self) -> str:
+        return (f"{self.traces:,} traces, {self.prefixes:,} prefixes, ~{self.feature_entries:,} "
+                f"feature entries, support ≥ {self.support:,} features in ≥ {self.blocks:,} "
+                f"blocks (largest ≥ {self.largest_block:,}), ~{format_bytes(self.bytes)} "
+                f"peak (from a pilot of {self.pilot} traces)")
+
+    def to_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+
+class OverBudget(ResourceError):
+    """Refused up front: the estimate is over the memory budget."""
+
+    def __init__(self, estimate: Estimate, memory: int) -> None:
+        fits = estimate.affordable_traces(memory)
+        hint = (f"--max-traces {fits:,} (or --samples {fits:,}) would fit, or raise "
+                "--memory-budget" if fits >= 1 else "raise --memory-budget")
+        super().__init__(
+            f"estimate {estimate.describe()} is over the memory budget of "
+            f"{format_bytes(memory)}; {hint}")
+        self.estimate = estimate
+        self.memory = memory
+        self.affordable = fits
+
+
+@dataclass
+class Budget:
+    """The deadline and memory limit of one `learn` run (None: unlimited)."""
+
+    seconds: float | None = None
+    memory: int | None = None
+    started: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.seconds is not None and self.seconds <= 0:
+            raise ValueError(f"a time budget must be positive, not {self.seconds}")
+        if self.memory is not None and self.memory <= 0:
+            raise ValueError(f"a memory budget must be positive, not {self.memory}")
+        self.started = self.started or time.perf_counter()
+
+    @property
+    def limited(self) -> bool:
+        return self.seconds is not None or self.memory is not None
+
+    def expired(self) -> bool:
+        return self.seconds is not None and time.perf_counter() - self.started > self.seconds
+
+    def check(self, phase: str) -> None:
+        """Raise TimeUp past the deadline, MemoryUp past the memory budget."""
+        if self.expired():
+            raise TimeUp(phase)
+        if self.memory is not None:
+            resident = resident_bytes()
+            if resident is not None and resident > self.memory:
+                raise MemoryUp(phase, f" ({format_bytes(resident)} resident)")
+
+    def guard(self, progress: Progress | None, fraction: float = 1.0) -> Progress | None:
+        """`progress` that also checks the budget at every report (unchanged if unlimited);
+        with `fraction` < 1 the deadline is that part of the time budget."""
+        if not self.limited:
+            return progress
+        part = self if fraction == 1.0 or self.seconds is None else Budget(
+            self.seconds * fraction, self.memory, self.started)
+
+        def guarded(phase: str, done: int, total: int) -> None:
+            if progress is not None:
+                progress(phase, done, total)
+            part.check(phase)
+
+        return guarded
+
+
+def estimate_fit(tokens: Sequence[np.ndarray], outputs_width: int, total: int) -> Estimate:
+    """Estimate the fit to `total` traces from the pilot traces' tokens (T, d) float64."""
+    pilot = len(tokens)
+    lengths = np.array([t.shape[0] for t in tokens], dtype=np.float64)
+    entries, rows, cols, offset = 0, [], [], 0
+    for sequence in tokens:
+        r, c, _ = prefix_features(sequence)
+        entries += r.size
+        rows.append(r + offset)
+        cols.append(c)
+        offset += sequence.shape[0]
+    d = tokens[0].shape[1] if tokens else 0
+    support = blocks = largest = 0
+    if entries:
+        all_cols = np.concatenate(cols)
+        columns, local = np.unique(all_cols, return_inverse=True)
+        labels = column_labels(np.concatenate(rows), local, columns.size)
+        _, bounds, _ = block_layout(labels)
+        sizes = np.diff(bounds)
+        support, blocks, largest = columns.size, sizes.size, int(sizes.max())
+    scale = total / max(pilot, 1)
+    mean_length = float(lengths.mean()) if pilot else 0.0
+    per_trace = (mean_length * (d + outputs_width) * 8  # the trace itself, float64
+                 + mean_length * outputs_width * 8 * 2  # outputs stacked and predicted
+                 + entries / max(pilot, 1) * BYTES_PER_ENTRY)
+    dense = 8 * 3 * largest * min(largest, max(1, int(mean_length * total)))  # Gram, basis
+    return Estimate(
+        traces=total, pilot=pilot, prefixes=int(round(lengths.sum() * scale)),
+        feature_entries=int(round(entries * scale)), support=int(support),
+        blocks=int(blocks), largest_block=int(largest),
+        trace_bytes=int(mean_length * (d + outputs_width) * 8 * total),
+        bytes=int((resident_bytes() or BASELINE_BYTES) + dense + per_trace * total),
+        bytes_per_trace=int(math.ceil(per_trace)))
+
+
+def pilot_indices(total: int, count: int = PILOT_WORDS) -> list[int]:
+    """`count` indices of 0..total−1, evenly spread (all of them when fewer)."""
+    if total <= count:
+        return list(range(total))
+    return np.unique(np.linspace(0, total - 1, count).round().astype(int)).tolist()
+
+
+def resident_bytes() -> int | None:
+    """This process's resident memory now (Linux /proc), or None where unknown."""
+    try:
+        with open("/proc/self/statm", encoding="ascii") as statm:
+            pages = int(statm.read().split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
+    return pages * os.sysconf("SC_PAGE_SIZE")
+
+
+def format_bytes(count: float) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if abs(count) < 1024 or unit == "GB":
+            return f"{count:.0f} {unit}" if unit == "B" else f"{count:.1f} {unit}"
+        count /= 1024
+    return f"{count:.1f} GB"
