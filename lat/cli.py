@@ -1,4 +1,6 @@
-"""The `lat` command. Every user mistake ends in one located line and a non-zero exit.
+"""The `lat` command: it parses (`lat.cli_parser`), calls the library (`lat.api`,
+`lat.inspection`, `lat.decompile`, ...) and prints (`lat.cli_io`). Every user mistake ends
+in one located line and a non-zero exit.
 
 Exit codes: 0 success; 1 a run-time failure (bad input word, missing, corrupt or edited
 artifact, an output path that cannot be written, a --max-steps limit, verification mismatch,
@@ -12,22 +14,29 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import json
 import sys
-import threading
-import time
 import traceback
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING
 
-from rich.console import Console
-from rich.syntax import Syntax
 from rich.table import Table
 from rich.text import Text
 
+from lat.cli_io import (
+    check_outputs,
+    compile_target,
+    err,
+    out,
+    print_json,
+    print_learn,
+    print_warnings,
+    read_text,
+    run_input,
+    running,
+    say,
+    summary_table,
+)
 from lat.cli_parser import EXPERIMENT_NAMES, build_parser
 from lat.compiler.errors import LatError, one_line
 from lat.compiler.kinds import kind_of
@@ -57,48 +66,6 @@ class _Lazy(ModuleType):
 
 api = _Lazy("lat.api")
 inspection = _Lazy("lat.inspection")
-np = _Lazy("numpy")
-
-# User text (inputs, symbols, values, names, paths) is never read as rich markup or emoji
-# codes: every line that holds some is a `Text` (or `markup=False`), see `_say`.
-out = Console(highlight=False, emoji=False)
-err = Console(stderr=True, highlight=False, emoji=False, soft_wrap=True)  # one message, one line
-
-
-def _say(*parts: str | tuple[str, str]) -> None:
-    """Print one line to stdout, literally: each part is text, or (text, style).
-
-    Control characters are shown escaped (`one_line`), so a value holding a newline or a
-    terminal escape sequence can neither split the line nor reach the terminal raw."""
-    line = Text()
-    for part in parts:
-        if isinstance(part, tuple):
-            line.append(one_line(part[0]), style=part[1])
-        else:
-            line.append(one_line(part))
-    out.print(line, soft_wrap=True)
-
-
-def _print_json(data: object) -> None:
-    sys.stdout.write(json.dumps(data, indent=2, default=_json_default) + "\n")
-
-
-def _json_default(value: object) -> object:
-    if isinstance(value, (np.floating, np.integer)):
-        return value.item()
-    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
-
-
-def _warnings(compilation: api.Compilation) -> None:
-    for warning in compilation.warnings:
-        err.print(Text(str(warning)))
-
-
-def _summary_table(summary: dict[str, object], title: str) -> Table:
-    table = Table(title=Text(one_line(title)), show_header=False, title_justify="left")
-    for key, value in summary.items():
-        table.add_row(Text(one_line(key)), Text(one_line(str(value))))
-    return table
 
 
 # -- commands -------------------------------------------------------------------------------
@@ -115,11 +82,11 @@ def cmd_check(args: argparse.Namespace) -> int:
               "estimate": estimate(d).to_json()}  # weights placement: sizes and bytes
              for d in checked.declarations]
     if args.json:
-        _print_json({"file": args.file, "ok": True, "declarations": names,
+        print_json({"file": args.file, "ok": True, "declarations": names,
                      "warnings": [str(w) for w in checked.warnings]})
     else:
         listed = ", ".join(f"{n['kind']} {n['name']}" for n in names)
-        _say(f"{args.file}: ok ({listed})")
+        say(f"{args.file}: ok ({listed})")
     return 0
 
 
@@ -140,9 +107,9 @@ def cmd_compile(args: argparse.Namespace) -> int:
     compilation = api.compile_file(args.file, name=args.name, placement=args.program_in,
                                    minimise=args.minimise, embedding=embedding,
                                    max_memory=args.max_memory)
-    _warnings(compilation)
+    print_warnings(compilation.warnings)
     model = compilation.artifact  # for context placement: the universal executor
-    target = _compile_target(args)
+    target = compile_target(args)
     model.save(target)
     summary = {**inspection.model_summary(model), "placement": args.program_in,
                "artifact": str(target)}
@@ -151,80 +118,10 @@ def cmd_compile(args: argparse.Namespace) -> int:
     if args.minimise:
         summary["states"] = len(compilation.declaration.states)
     if args.json:
-        _print_json(summary)
+        print_json(summary)
     else:
-        out.print(_summary_table(summary, f"compiled {args.file}"))
+        out.print(summary_table(summary, f"compiled {args.file}"))
     return 0
-
-
-def _compile_target(args: argparse.Namespace) -> Path:
-    """`-o`, or the program's stem + .safetensors in the current folder."""
-    return Path(args.output or Path(args.file).with_suffix(".safetensors").name)
-
-
-def check_outputs(args: argparse.Namespace) -> None:
-    """Every path a command will write, checked before any work starts (one line, exit 1):
-    not one of its input files, not a directory, in an existing, writable folder."""
-    inputs = tuple(getattr(args, name, None) for name in ("file", "program", "traces",
-                                                            "input_file", "against"))
-    inputs = tuple(path for path in inputs if path not in (None, "-"))
-    if args.command == "compile":
-        check_output_path(_compile_target(args), inputs)
-    elif getattr(args, "output", None):
-        check_output_path(args.output, inputs)
-    if getattr(args, "plot", None):
-        check_output_path(args.plot, inputs, flag="--plot")
-
-
-@contextmanager
-def _running(message: str, show: bool) -> Iterator[None]:
-    """A spinner with the elapsed time on a terminal's stderr while a long run goes on
-    (Ctrl-C ends it: `main` prints one line and exits 130)."""
-    if not show or not err.is_terminal:
-        yield
-        return
-    started = time.perf_counter()
-    with err.status(Text(message)) as status:
-
-        def tick() -> None:
-            while not done.wait(1.0):
-                status.update(Text(f"{message} … {time.perf_counter() - started:.0f} s"))
-
-        done = threading.Event()
-        ticker = threading.Thread(target=tick, daemon=True)
-        ticker.start()
-        try:
-            yield
-        finally:
-            done.set()
-
-
-def _read_text(source: str, what: str) -> str:
-    """The text of FILE, or of standard input for '-' (UTF-8; a BOM is dropped)."""
-    try:
-        data = sys.stdin.buffer.read() if source == "-" else Path(source).read_bytes()
-        return data.decode("utf-8-sig")
-    except FileNotFoundError:
-        raise InputError(f"{what} {source}: no such file") from None
-    except IsADirectoryError:
-        raise InputError(f"{what} {source} is a directory") from None
-    except UnicodeDecodeError as exc:
-        raise InputError(f"{what} {source}: not UTF-8 text (byte {exc.start})") from None
-    except OSError as exc:
-        raise InputError(f"{what} {source}: cannot read ({exc.strerror or exc})") from None
-
-
-def run_input(args: argparse.Namespace) -> str:
-    """The word `run` executes: --input WORD, --input - (standard input) or --input-file
-    FILE; text read from a file or stdin loses one final line break, nothing else."""
-    if args.input_file is None and args.input != "-":
-        return args.input
-    source = "-" if args.input_file is None else args.input_file
-    text = _read_text(source, "--input-file" if args.input_file else "--input")
-    for ending in ("\r\n", "\n", "\r"):
-        if text.endswith(ending):
-            return text[: -len(ending)]
-    return text
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -241,7 +138,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise InputError("this artifact executes a program given in its prompt: "
                          "pass --program FILE")
     worst = api.worst_case_steps(model, len(word))
-    with _running(f"running {model.interface.program}: up to "
+    with running(f"running {model.interface.program}: up to "
                   f"{min(worst, args.max_steps):,} steps", worst > 20_000 and not args.json):
         report = api.run(model, word, reference=args.reference, kernel=args.kernel,
                          device=args.device, weights=args.weights, max_steps=args.max_steps)
@@ -254,18 +151,18 @@ def cmd_run(args: argparse.Namespace) -> int:
             "the answer cannot be trusted"
         )
     if args.json:
-        _print_json(report)
+        print_json(report)
         return 0
-    _say((str(report["program"]), "bold"),
+    say((str(report["program"]), "bold"),
          f" ({report['kind']}) on {' '.join(report['input'])!r}")
     if "trace" in report:
-        _say("trace:  " + " → ".join(report["trace"]))
+        say("trace:  " + " → ".join(report["trace"]))
     if "status" in report:
-        _say(f"status: {report['status']}   final state: {report['final_state']}")
-    _say("output: ", (str(report["output"]), "bold"),
+        say(f"status: {report['status']}   final state: {report['final_state']}")
+    say("output: ", (str(report["output"]), "bold"),
          f"   steps: {report['steps']}   margin: {report['margin']:.3g}")
     if report.get("certified"):
-        _say(f"certified: {report['certified_reason']}")
+        say(f"certified: {report['certified_reason']}")
     return 0
 
 
@@ -275,10 +172,10 @@ def cmd_verify(args: argparse.Namespace) -> int:
         if args.max_len is not None or args.samples is not None:
             raise UsageError("--input-file gives the inputs to check: leave out --max-len "
                              "and --samples, which choose them")
-        inputs = _read_text(args.input_file, "--input-file").splitlines()
+        inputs = read_text(args.input_file, "--input-file").splitlines()
     compilation = api.compile_file(args.file, name=args.name, placement=args.program_in,
                                    max_memory=args.max_memory)
-    _warnings(compilation)
+    print_warnings(compilation.warnings)
     fixed_domain = kind_of(compilation.declaration).fixed_verify_domain
     if fixed_domain is not None and (args.max_len is not None or args.samples is not None):
         raise UsageError(f"--max-len and --samples choose words; {fixed_domain}: "
@@ -288,14 +185,14 @@ def cmd_verify(args: argparse.Namespace) -> int:
                             samples=args.samples or 20_000, seed=args.seed,
                             progress=progress, inputs=inputs, max_steps=args.max_steps)
     if args.json:
-        _print_json(report.to_json())
+        print_json(report.to_json())
     else:
         verdict = ("ok", "green") if report.ok else ("MISMATCH", "red")
-        _say(f"{report.program}: ", verdict, f" — {report.checked} words ({report.domain}, "
+        say(f"{report.program}: ", verdict, f" — {report.checked} words ({report.domain}, "
              f"length ≤ {report.max_len}), {report.mismatches} mismatches, "
              f"min margin {report.min_margin:.3g}, {report.seconds:.2f}s")
         for example in report.examples:
-            _say(f"  {example}")
+            say(f"  {example}")
     return 0 if report.ok else 1
 
 
@@ -312,9 +209,9 @@ def cmd_trace(args: argparse.Namespace) -> int:
                                              max_len=args.max_len, seed=args.seed,
                                              max_steps=args.max_steps)
     if args.json:
-        _print_json(recording.to_json())
+        print_json(recording.to_json())
     else:
-        _say(f"recorded {recording.rollouts} rollouts ({recording.pairs} (context, output) "
+        say(f"recorded {recording.rollouts} rollouts ({recording.pairs} (context, output) "
              f"pairs) to {args.output}")
     return 0
 
@@ -350,7 +247,7 @@ def cmd_learn(args: argparse.Namespace) -> int:
                            memory_budget=args.memory_budget, notify=notify)
     except LearnStopped as stopped:  # no fit was finished: no artifact, no verdict
         if args.json:
-            _print_json(stopped.report)
+            print_json(stopped.report)
         err.print(Text(f"lat: stopped: {stopped}; no model was learned (traces recorded: "
                        f"{stopped.report['traces']})"))
         return 1
@@ -358,9 +255,9 @@ def cmd_learn(args: argparse.Namespace) -> int:
         result.model.save(args.output)
     report = result.to_json()
     if args.json:
-        _print_json(report)
+        print_json(report)
     else:
-        _print_learn(report, args.output)
+        print_learn(report, args.output)
     if report.get("stopped"):
         err.print(f"warning: the {report['stopped']} ended the run in {report['stopped_in']}"
                   f"; skipped: {', '.join(report['skipped']) or 'nothing'}", markup=False,
@@ -374,17 +271,6 @@ def cmd_learn(args: argparse.Namespace) -> int:
                   markup=False, highlight=False)
         return 1
     return 0 if agreed else 1
-
-
-def _print_learn(report: dict, output: str | None) -> None:
-    table = Table(title="learned by least squares (Algorithm 1)", show_header=False,
-                  title_justify="left")
-    for figure, value in inspection.learn_summary(report):
-        table.add_row(Text(figure), Text(value))
-    out.print(table)
-    out.print(Text("notes: " + str(report["certificate"].get("notes", ""))), style="dim")
-    if output:
-        out.print(Text(f"learned artifact: {output}"))
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
@@ -408,14 +294,14 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         inspection.plot_weights(model, args.plot)
         summary["plot"] = args.plot
     if args.json:
-        _print_json({**summary, "info": dict(model.info)})
+        print_json({**summary, "info": dict(model.info)})
     else:
-        out.print(_summary_table({k: v for k, v in summary.items() if k != "interface"},
+        out.print(summary_table({k: v for k, v in summary.items() if k != "interface"},
                                  f"artifact {path}"))
         fields = ", ".join(f"{f.name}[{f.width}]" for f in model.interface.token_fields)
         outputs = ", ".join(f"{f.name}[{f.width}]" for f in model.interface.output_fields)
-        _say(f"token fields: {fields}")
-        _say(f"output fields: {outputs}")
+        say(f"token fields: {fields}")
+        say(f"output fields: {outputs}")
     return 0
 
 
@@ -435,31 +321,21 @@ def cmd_decompile(args: argparse.Namespace) -> int:
         atomic_write(args.output, report.program.encode("utf-8"))
     ok = report.consistent and report.equivalent_to_reference is not False
     if args.json:
-        _print_json(report.to_json())
+        print_json(report.to_json())
         return 0 if ok else 1
     if not report.consistent:
         err.print(Text(f"lat: {args.file} is not decompilable: {len(report.inconsistent)} "
                        f"table entries read inconsistently"))
-        for entry in report.inconsistent[:20]:
-            seen = "; ".join(f"{json.dumps(s['value'])} ×{s['readings']} "
-                             f"(e.g. {json.dumps(s['examples'][0] if s['examples'] else {})})"
-                             for s in entry["seen"])
-            _say(f"  {entry['entry']}: {entry['why']}: {seen}")
+        for line in report.inconsistency_lines():
+            say(line)
         return 1
     if not args.output:
         sys.stdout.write(report.program)
     else:
-        _say(f"decompiled {args.file} ({report.kind}, {len(report.entries)} entries, "
+        say(f"decompiled {args.file} ({report.kind}, {len(report.entries)} entries, "
              f"{report.readings} readings agreed) to {args.output}")
-    if report.equivalent_to_reference is not None:  # on stderr when stdout is the program
-        say = _say if args.output else (lambda line: err.print(Text(one_line(line))))
-        verdict = "equivalent to" if report.equivalent_to_reference else "DIFFERS from"
-        say(f"{verdict} {args.against}: {report.comparison}")
-        for difference in (report.differences or [])[:20]:
-            say(f"  {difference['entry']}: model {json.dumps(difference['model'])}, "
-                f"reference {json.dumps(difference['reference'])}")
-        if report.distinguishing_input is not None:
-            say(f"  distinguishing input: {json.dumps(report.distinguishing_input)}")
+    for line in report.comparison_lines():  # on stderr when stdout is the program
+        say(line) if args.output else err.print(Text(one_line(line)))
     return 0 if ok else 1
 
 
@@ -480,7 +356,7 @@ def cmd_experiment(args: argparse.Namespace) -> int:
             out.print(f"  {name}: {results[name]['seconds_total']:.1f}s → "
                       f"{Path(args.out) / (name + '.json')}", markup=False)
     if args.json:
-        _print_json(results[names[0]] if len(names) == 1 else results)
+        print_json(results[names[0]] if len(names) == 1 else results)
     return 0
 
 
@@ -512,7 +388,7 @@ def _experiment_report(args: argparse.Namespace) -> int:
                        f"{args.folder} ({len(diff)} diff lines); regenerate it with "
                        f"`lat experiment report {args.folder}`"))
         return 1
-    _say(f"{args.check}: the Results section agrees with {args.folder}")
+    say(f"{args.check}: the Results section agrees with {args.folder}")
     return 0
 
 
@@ -521,7 +397,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
     result = run_bench(quick=args.quick, device=args.device)
     if args.json:
-        _print_json(result)
+        print_json(result)
         return 0
     table = Table("figure", "value", title=f"lat bench on {result.get('device')}",
                   title_justify="left")
@@ -531,45 +407,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
-DEMO_PROGRAM = "div3.lat"
-DEMO_INPUTS = ("110", "1001", "111111", "10")
-
-
 def cmd_demo(args: argparse.Namespace) -> int:
-    from lat.learner import learn
+    from lat.demo import run_demo
 
-    started = time.perf_counter()
-    text = api.shipped_program(DEMO_PROGRAM)
-    out.rule(f"1. the program: {DEMO_PROGRAM}")
-    out.print(Syntax(text, "python", theme="ansi_dark", line_numbers=False, word_wrap=True))
-    from lat.compiler import compile_source
-
-    compilation = compile_source(text, DEMO_PROGRAM)
-    model = compilation.model
-    out.rule("2. compiled to linear attention")
-    summary = inspection.model_summary(model)
-    out.print(f"H={summary['heads']} heads, d={summary['d']}, d_out={summary['d_out']}, "
-              f"{summary['parameters']} parameters, decode margin {summary['decode_margin']}")
-    out.rule("3. runs")
-    table = Table("input", "trace", "output", "margin")
-    for word in DEMO_INPUTS:
-        report = api.run(model, word)
-        table.add_row(word, " → ".join(report["trace"]), str(report["output"]),
-                      f"{report['margin']:.3g}")
-    out.print(table)
-    out.rule("4. verified against the reference interpreter")
-    check = api.verify(compilation, max_len=10, samples=5_000)
-    out.print(f"{check.checked} words ({check.domain}, length ≤ {check.max_len}): "
-              f"{check.mismatches} mismatches, min margin {check.min_margin:.3g}")
-    out.rule("5. relearned from its own traces (least squares + SVD)")
-    with progress_bar(True) as progress:
-        result = learn(model, max_len=24, seed=0, progress=progress)
-    _print_learn(result.to_json(), None)
-    verdict = "[green]equivalent[/]" if result.equivalent else "[red]NOT equivalent[/]"
-    how = result.equivalence.statement if result.equivalence else ""
-    out.print(f"verdict: learned model is {verdict} to the compiled one: ", end="")
-    out.print(Text(f"{how}; {time.perf_counter() - started:.1f}s in all"))
-    return 0 if (result.equivalent and check.ok) else 1
+    return run_demo()
 
 
 HANDLERS = {

@@ -3,6 +3,7 @@ header comment that says so in the program (docs/ARCHITECTURE.md, "The face").""
 
 from __future__ import annotations
 
+import json
 import math
 import textwrap
 from dataclasses import dataclass, field
@@ -38,6 +39,31 @@ class Decompilation:
     comparison: str | None = None
     proven_length: int | None = None  # automata: every word this long or shorter, proven
     proven_unbounded: bool = False  # ... or every word of every length
+
+    def inconsistency_lines(self, limit: int = 20) -> list[str]:
+        """The first `limit` inconsistent entries as text: each value seen, how often, and
+        an example input (what `lat decompile` prints for a model it cannot decompile)."""
+        lines = []
+        for entry in self.inconsistent[:limit]:
+            seen = "; ".join(f"{json.dumps(s['value'])} ×{s['readings']} "
+                             f"(e.g. {json.dumps(s['examples'][0] if s['examples'] else {})})"
+                             for s in entry["seen"])
+            lines.append(f"  {entry['entry']}: {entry['why']}: {seen}")
+        return lines
+
+    def comparison_lines(self, limit: int = 20) -> list[str]:
+        """The comparison with the reference as text: the verdict, the first `limit`
+        differing entries and a distinguishing input (empty when nothing was compared)."""
+        if self.equivalent_to_reference is None:
+            return []
+        verdict = "equivalent to" if self.equivalent_to_reference else "DIFFERS from"
+        lines = [f"{verdict} {self.reference}: {self.comparison}"]
+        lines += [f"  {difference['entry']}: model {json.dumps(difference['model'])}, "
+                  f"reference {json.dumps(difference['reference'])}"
+                  for difference in (self.differences or [])[:limit]]
+        if self.distinguishing_input is not None:
+            lines.append(f"  distinguishing input: {json.dumps(self.distinguishing_input)}")
+        return lines
 
     def to_json(self) -> dict[str, object]:
         """The `lat decompile --json` object."""
