@@ -125,6 +125,31 @@ def test_estimates_are_the_lowered_sizes_for_every_kind_and_placement():
             assert (sizes.heads, sizes.d, sizes.d_out) == (H, d, d_out)
 
 
+def test_a_big_programs_estimate_is_its_lowerings_own_sparse_or_dense():
+    from lat.compiler.kinds.base import ALWAYS_DENSE_BYTES
+    from lat.compiler.lower import automaton as lower_automaton
+    from lat.compiler.lower import memory as lower_memory
+
+    # the shortcut that keeps `lat check` light is exact: nothing below it is sparse
+    assert lower_automaton.SPARSE_LOWERING_BYTES >= ALWAYS_DENSE_BYTES
+    assert lower_memory.SPARSE_LOWERING_BYTES >= ALWAYS_DENSE_BYTES
+    keys = 6000
+    table = "\n".join(f"  k{i} -> v{i % 7}" for i in range(keys))
+    memory = check_program(parse_program(f"memory big {{\n{table}\n}}\n")).get()
+    for placement in ("weights", "context"):
+        sizes = kind_of(memory).estimate(memory, placement, None)
+        assert sizes == lower_memory.lowering_estimate(keys, 7, placement)
+    assert kind_of(memory).estimate(memory, "weights", None).peak_bytes < 4 * keys * keys
+    rules = "\n".join(f"  q{i} * -> q{(i + 1) % 600}" for i in range(600))
+    states = ", ".join(f"q{i}" for i in range(600))
+    text = (f"automaton ring {{\n  alphabet: a, b, c\n  states: {states}\n  start: q0\n"
+            f"{rules}\n}}\n")
+    ring = check_program(parse_program(text)).get()
+    for placement in ("weights", "context"):
+        assert kind_of(ring).estimate(ring, placement, None) == \
+            lower_automaton.lowering_estimate(600, 3, placement)
+
+
 # -- the machine's typed readout -------------------------------------------------------------
 
 

@@ -25,7 +25,13 @@ from lat.compiler.check import (
 )
 from lat.compiler.interpret import AutomatonRun, run_automaton
 from lat.compiler.ir import CheckedAutomaton, frozen_mapping
-from lat.compiler.kinds.base import Kind, StepBound, report_fields, verify_words
+from lat.compiler.kinds.base import (
+    ALWAYS_DENSE_BYTES,
+    Kind,
+    StepBound,
+    report_fields,
+    verify_words,
+)
 from lat.compiler.lower import Estimate
 from lat.compiler.printer import INDENT, header_lines, names_text, selection_text, symbols_text
 
@@ -102,11 +108,17 @@ def interpret(a: CheckedAutomaton, word: Sequence[str] | str) -> AutomatonRun:
 
 
 def estimate(a: CheckedAutomaton, placement: str, dim: int | None = None) -> Estimate:
-    """One head; the state one-hot plus a bos flag; (q, a) keys and their values in context."""
+    """One head; the state one-hot plus a bos flag; (q, a) keys and their values in context.
+    A big automaton's lowering may be sparse: then the lowering's own estimate counts."""
     q, s = len(a.states), len(a.alphabet)
     d_out = q + 2
     d = 1 + q * s + (d_out if placement == "context" else 0)
-    return Estimate.of(heads=1, d=d, d_out=d_out, working=0, steps=None)
+    dense = Estimate.of(heads=1, d=d, d_out=d_out, working=0, steps=None)
+    if dense.weight_bytes < ALWAYS_DENSE_BYTES:
+        return dense
+    from lat.compiler.lower.automaton import lowering_estimate
+
+    return lowering_estimate(q, s, placement)
 
 
 def lower_weights(a: CheckedAutomaton, embedding: Embedding | None, filename: str) -> Lowered:

@@ -34,6 +34,12 @@ else:
     Lowering = Callable
 
 
+#: Below this many bytes of dense fp32 weights every lowering is dense (the sparse lowerings
+#: start far above: tests/test_kinds.py), so a kind's estimate of a small program is its
+#: dense arithmetic and `lat check` never loads the lowering modules (numpy, torch).
+ALWAYS_DENSE_BYTES = 1 << 20
+
+
 class UnknownKind(ArtifactError):
     """An artifact whose `interface.kind` no registered kind claims (made by another version
     of lat, or edited): refused in one line like any other artifact it cannot run."""

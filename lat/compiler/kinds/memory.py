@@ -17,7 +17,7 @@ from lat.compiler.check import Report, at_text, check_header, check_symbols_writ
 from lat.compiler.errors import Diagnostic, LatError
 from lat.compiler.interpret import MemoryRun, run_memory
 from lat.compiler.ir import CheckedMemory, frozen_mapping
-from lat.compiler.kinds.base import Kind, StepBound
+from lat.compiler.kinds.base import ALWAYS_DENSE_BYTES, Kind, StepBound
 from lat.compiler.lower import Estimate
 from lat.compiler.printer import INDENT, format_symbol, header_lines
 from lat.runtime.errors import InputError
@@ -79,13 +79,19 @@ def interpret(m: CheckedMemory, word: Sequence[str] | str) -> MemoryRun:
 
 def estimate(m: CheckedMemory, placement: str, dim: int | None = None) -> Estimate:
     """One head over the key embedding (`dim` wide when random); the margin check's Gram
-    matrices are the working set."""
+    matrices are the working set. A big one-hot table's lowering may be sparse: then the
+    lowering's own estimate counts."""
     keys = len(m.keys) + (m.default is not None)
     values = len(m.values)
     width = dim or keys
     d = width + (values if placement == "context" else 0)
     working = 8 * keys * width + 16 * keys * keys + 8 * values * keys
-    return Estimate.of(heads=1, d=d, d_out=values, working=working, steps=1)
+    dense = Estimate.of(heads=1, d=d, d_out=values, working=working, steps=1)
+    if dense.weight_bytes < ALWAYS_DENSE_BYTES:
+        return dense
+    from lat.compiler.lower.memory import lowering_estimate
+
+    return lowering_estimate(keys, values, placement, dim)
 
 
 def _embedding_errors(lower_fn: Callable[[CheckedMemory, Embedding], Lowered],

@@ -151,12 +151,19 @@ def lower_memory(memory: CheckedMemory, embedding: Embedding = Embedding(),
     if sparse:
         return _lower_sparse(memory, slots, values, value_of_key)
     if embedding.kind == "onehot":
-        keys = np.eye(len(slots))
-        key_field = TokenField("key", "onehot", slots)
-    else:
-        dim = embedding.dim or len(slots)
-        keys = random_unit_keys(len(slots), dim, embedding.seed)
-        key_field = TokenField("key", "embedding", slots, vectors=tuple(map(tuple, keys)))
+        # orthonormal keys: the exact margin without a K×K Gram matrix (`onehot_margin`,
+        # tested equal to `exact_margin`), V[value(k), k] = 1 without a K×K scatter
+        width = len(slots)
+        margin = onehot_margin(value_of_key, len(values))
+        V = np.zeros((1, len(values), width), dtype=np.float32)
+        V[0, value_of_key, np.arange(width)] = 1.0
+        Q = np.eye(width, dtype=np.float32)[None]
+        interface = _interface(memory, slots, values, TokenField("key", "onehot", slots))
+        return Lowered(V=V, Q=Q, interface=interface, decode_margin=margin,
+                       margin_note="one-hot keys: y = e_value exactly")
+    dim = embedding.dim or len(slots)
+    keys = random_unit_keys(len(slots), dim, embedding.seed)
+    key_field = TokenField("key", "embedding", slots, vectors=tuple(map(tuple, keys)))
     margin = exact_margin(keys, value_of_key, len(values))
     if not fp32_resolves(margin, keys):
         best = smallest_working_dim(value_of_key, len(values), embedding.seed, keys.shape[1] + 1)
@@ -169,8 +176,7 @@ def lower_memory(memory: CheckedMemory, embedding: Embedding = Embedding(),
     V = np.zeros((1, len(values), keys.shape[1]), dtype=np.float32)
     np.add.at(V[0], value_of_key, keys.astype(np.float32))
     Q = np.eye(keys.shape[1], dtype=np.float32)[None]
-    note = ("one-hot keys: y = e_value exactly" if embedding.kind == "onehot" else
-            f"random unit keys in {keys.shape[1]} dimensions (seed {embedding.seed}): exact "
+    note = (f"random unit keys in {keys.shape[1]} dimensions (seed {embedding.seed}): exact "
             "margin over every key, crosstalk included")
     return Lowered(V=V, Q=Q, interface=interface, decode_margin=margin, margin_note=note)
 

@@ -28,8 +28,10 @@ import torch
 from lat.runtime.forms.layouts import finish, mask_lengths, state_dtype, weight_dtype
 
 #: Dense decode state per sequence (floats, (d+1)·d_out) above which a rollout runs the
-#: sparse decoder (dense weights: also needs `SPARSE_DENSITY`).
-SPARSE_STATE_FLOATS = 1 << 20
+#: sparse decoder (dense weights: also needs `SPARSE_DENSITY`). Below it the dense
+#: decoder is faster (its per-token work is as small, without the sparse join) and still
+#: batches ≥ 256 rows within the rollout's state budget; above it batches shrink.
+SPARSE_STATE_FLOATS = 1 << 17
 #: Sparse weights with more dense entries than this are never densified to run them.
 SPARSE_WEIGHT_FLOATS = 1 << 22
 SPARSE_DENSITY = 0.01  # fraction of nonzero weights below which dense weights go sparse
