@@ -139,7 +139,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                          "pass --program FILE")
     worst = api.worst_case_steps(model, len(word))
     with running(f"running {model.interface.program}: up to "
-                  f"{min(worst, args.max_steps):,} steps", worst > 20_000 and not args.json):
+                 f"{min(worst, args.max_steps):,} steps", worst > 20_000 and not args.json):
         report = api.run(model, word, reference=args.reference, kernel=args.kernel,
                          device=args.device, weights=args.weights, max_steps=args.max_steps)
     if report.get("certified") is False:
@@ -154,13 +154,13 @@ def cmd_run(args: argparse.Namespace) -> int:
         print_json(report)
         return 0
     say((str(report["program"]), "bold"),
-         f" ({report['kind']}) on {' '.join(report['input'])!r}")
+        f" ({report['kind']}) on {' '.join(report['input'])!r}")
     if "trace" in report:
         say("trace:  " + " → ".join(report["trace"]))
     if "status" in report:
         say(f"status: {report['status']}   final state: {report['final_state']}")
     say("output: ", (str(report["output"]), "bold"),
-         f"   steps: {report['steps']}   margin: {report['margin']:.3g}")
+        f"   steps: {report['steps']}   margin: {report['margin']:.3g}")
     if report.get("certified"):
         say(f"certified: {report['certified_reason']}")
     return 0
@@ -189,8 +189,8 @@ def cmd_verify(args: argparse.Namespace) -> int:
     else:
         verdict = ("ok", "green") if report.ok else ("MISMATCH", "red")
         say(f"{report.program}: ", verdict, f" — {report.checked} words ({report.domain}, "
-             f"length ≤ {report.max_len}), {report.mismatches} mismatches, "
-             f"min margin {report.min_margin:.3g}, {report.seconds:.2f}s")
+            f"length ≤ {report.max_len}), {report.mismatches} mismatches, "
+            f"min margin {report.min_margin:.3g}, {report.seconds:.2f}s")
         for example in report.examples:
             say(f"  {example}")
     return 0 if report.ok else 1
@@ -212,7 +212,7 @@ def cmd_trace(args: argparse.Namespace) -> int:
         print_json(recording.to_json())
     else:
         say(f"recorded {recording.rollouts} rollouts ({recording.pairs} (context, output) "
-             f"pairs) to {args.output}")
+            f"pairs) to {args.output}")
     return 0
 
 
@@ -297,7 +297,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         print_json({**summary, "info": dict(model.info)})
     else:
         out.print(summary_table({k: v for k, v in summary.items() if k != "interface"},
-                                 f"artifact {path}"))
+                                f"artifact {path}"))
         fields = ", ".join(f"{f.name}[{f.width}]" for f in model.interface.token_fields)
         outputs = ", ".join(f"{f.name}[{f.width}]" for f in model.interface.output_fields)
         say(f"token fields: {fields}")
@@ -333,9 +333,12 @@ def cmd_decompile(args: argparse.Namespace) -> int:
         sys.stdout.write(report.program)
     else:
         say(f"decompiled {args.file} ({report.kind}, {len(report.entries)} entries, "
-             f"{report.readings} readings agreed) to {args.output}")
+            f"{report.readings} readings agreed) to {args.output}")
     for line in report.comparison_lines():  # on stderr when stdout is the program
-        say(line) if args.output else err.print(Text(one_line(line)))
+        if args.output:
+            say(line)
+        else:
+            err.print(Text(one_line(line)))
     return 0 if ok else 1
 
 

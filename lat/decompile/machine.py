@@ -292,7 +292,7 @@ def read_machine(model: CompiledModel, budget: Budget,
 
     positions = sum(e.readings for k, e in book.entries.items() if k[0] != "halt")
     report = finish("machine", book, lambda key: " ".join(key), value_json, program, method,
-                     len(words), notes, {k: v for k, v in names.items() if k != v}, positions)
+                    len(words), notes, {k: v for k, v in names.items() if k != v}, positions)
     report.scope = "exhaustive" if exhaustive else "sampled"
     return report
 

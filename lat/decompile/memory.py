@@ -49,8 +49,8 @@ def read_memory(model: CompiledModel, budget: Budget,
               + (" and one key outside it (the default)" if other is not None else "")
               + " looked up through the runtime")
     report = finish("memory", book,
-                     lambda key: "default" if key == ("default",) else key[1],
-                     lambda value: value, program, method, len(words), [], {})
+                    lambda key: "default" if key == ("default",) else key[1],
+                    lambda value: value, program, method, len(words), [], {})
     report.scope = "exhaustive"
     return report
 

@@ -149,8 +149,8 @@ def as_symbol(text: str) -> ast.Symbol:
 
 
 def finish(kind: str, book: Book, describe, value_json, program: str | None,
-            method: str, inputs: int, notes: list[str], names: dict[str, str],
-            readings: int | None = None) -> Decompilation:
+           method: str, inputs: int, notes: list[str], names: dict[str, str],
+           readings: int | None = None) -> Decompilation:
     """Entries and the consistency verdict from a book of readings."""
     entries, bad = [], []
     smallest = math.inf
