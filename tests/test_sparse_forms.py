@@ -168,3 +168,20 @@ def test_a_big_table_is_lowered_sparse_and_runs():
                                                    "none"]
     assert all(r.margin == 1.0 and r.margin_resolved for r in results)
     assert rollout(model, keys[1:2])[0].value("value") == f"v{4999 % 97}"  # single path
+
+
+@pytest.mark.parametrize("nonnegative", [True, False])
+def test_wide_fields_decode_field_by_field_as_the_padded_gather(nonnegative):
+    """A 10,000-state automaton's outputs are one wide field and a narrow one: decoded on
+    slices, with the same indices, margins and magnitudes (ties and negatives included)."""
+    from lat.runtime.tokens import Decode
+
+    model = compile_source(automaton_source(400, 2)).model
+    decode = Decode(model.interface, nonnegative, torch.device("cpu"))
+    assert decode.sliced
+    generator = torch.Generator().manual_seed(5)
+    y = torch.randint(-3, 4, (300, model.d_out), generator=generator).float()
+    y[:10, -2:] = 0.0  # a tied verdict
+    by_field = decode(y)
+    decode.sliced = False
+    assert all(torch.equal(a, b) for a, b in zip(by_field, decode(y), strict=True))

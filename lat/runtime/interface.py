@@ -30,6 +30,7 @@ writes a one-hot into every output block at every position, so every decode has 
 from __future__ import annotations
 
 import difflib
+import functools
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -175,6 +176,11 @@ class Interface:
         self.check_word(symbols)
         return symbols
 
+    @functools.cached_property
+    def _known_symbols(self) -> frozenset[str]:
+        # built once: checking every key of a 50,000-key memory is then linear, not quadratic
+        return frozenset(self.input_alphabet)
+
     def check_word(self, symbols: Sequence[str]) -> None:
         """Raise InputError (one line) unless every symbol may be given to this program."""
         if self.max_input_length is not None and len(symbols) > self.max_input_length:
@@ -182,7 +188,7 @@ class Interface:
                 f"input of {len(symbols)} symbols is longer than the {self.max_input_length} "
                 f"cells program '{self.program}' has"
             )
-        known = set(self.input_alphabet)
+        known = self._known_symbols
         for position, symbol in enumerate(symbols):
             if symbol == self.input_fill:
                 raise InputError(
