@@ -28,6 +28,24 @@ def test_forward_is_the_definition():
     torch.testing.assert_close(mhla_forward(Z, V, Q), mhla_reference(Z, V, Q))
 
 
+def test_forward_is_differentiable_and_its_last_position_form_agrees():
+    """SGD trains through the runtime's masked form: gradients reach V and Q, and the
+    last-position form (the experiments' associative-memory loss) is its last row."""
+    from lat.runtime.forms import mhla_masked
+
+    rng = np.random.default_rng(2)
+    Z = torch.from_numpy(rng.standard_normal((3, 6, 4)))
+    V = torch.from_numpy(rng.standard_normal((2, 3, 4))).requires_grad_(True)
+    Q = torch.from_numpy(rng.standard_normal((2, 4, 4))).requires_grad_(True)
+    mhla_forward(Z, V, Q).square().sum().backward()
+    assert V.grad is not None and Q.grad is not None and float(Q.grad.abs().sum()) > 0
+    with torch.no_grad():
+        torch.testing.assert_close(mhla_masked(Z, V, Q, last=True),
+                                   mhla_reference(Z, V, Q)[:, -1])
+        torch.testing.assert_close(mhla_masked(Z, V, Q, 0.5, True, last=True),
+                                   mhla_reference(Z, V, Q, 0.5, True)[:, -1])
+
+
 def test_adam_reduces_the_loss_and_reports_a_curve():
     data = teacher_data()
     result = train_sgd(data, 2, steps=300, lr=1e-2, seed=0)

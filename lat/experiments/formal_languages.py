@@ -147,10 +147,10 @@ def run(quick: bool = False, out: Path = Path("."), scale: float = 1.0,
     from lat.learner import learn
 
     rng = np.random.default_rng(0)
-    n_test = max(8, int((64 if quick else 1000) * scale))
-    n_train = max(100, int((400 if quick else 2000) * scale))
-    n_domain = max(100, int((300 if quick else 4000) * scale))
-    softmax_steps = max(50, int((250 if quick else 1500) * scale))
+    n_test = max(8, int((64 if quick else 500) * scale))
+    n_train = max(100, int((400 if quick else 1000) * scale))
+    n_domain = max(100, int((300 if quick else 2000) * scale))
+    softmax_steps = max(50, int((150 if quick else 600) * scale))
     results = {}
     for name in languages or tuple(LANGUAGES):
         clock = time.perf_counter()
@@ -163,7 +163,7 @@ def run(quick: bool = False, out: Path = Path("."), scale: float = 1.0,
         clock = time.perf_counter()
         learned = learn(compilation.model, samples=n_train, max_len=TRAIN_MAX_LEN,
                         domain_samples=n_domain, seed=2,
-                        design_rounds=1 if quick else 4)
+                        design_rounds=1 if quick else 2)
         learn_seconds = time.perf_counter() - clock
         learned_ok, _ = _agreement(learned.model, declaration, words)
         results[name] = {
@@ -216,6 +216,10 @@ def run(quick: bool = False, out: Path = Path("."), scale: float = 1.0,
     ax.legend(fontsize=8, loc="lower right")
     plot = save_plot(fig, out, "formal-languages.png")
     return {"setting": {"train_words": n_train, "train_max_len": TRAIN_MAX_LEN,
+                        "source": "languages of Irie, Csordas and Schmidhuber (2023); not an "
+                                  "experiment of arXiv 2410.10101. Full size here: 1,000 "
+                                  "training words, 2 design rounds, 500 test words, 600 "
+                                  "softmax steps (quick: 400, 1, 64, 150)",
                         "test_words": n_test, "test_lengths": [TEST_MIN_LEN, TEST_MAX_LEN],
                         "domain_samples": n_domain,
                         "softmax": {"languages": list(softmax_languages),

@@ -64,7 +64,8 @@ def _size(r: dict) -> str:
     return r["size"] + (f" × scale {r['scale']:g}" if r.get("scale", 1) != 1 else "")
 
 
-def _header(results: dict[str, dict], folder: str) -> list[str]:
+def _header(results: dict[str, dict], folder: str,
+            quick: dict[str, dict] | None = None) -> list[str]:
     m = results[ORDER[0]]["machine"]
     total = sum(r["seconds_total"] for r in results.values())
     lines = [
@@ -94,19 +95,43 @@ def _header(results: dict[str, dict], folder: str) -> list[str]:
                      f"{mm['load_average_start']:.1f} → {mm['load_average_end']:.1f} | "
                      f"{mm['finished_utc']} |")
     cpus = [r.get("cpu_seconds") for r in results.values()]
-    cpu_total = ""
-    if None not in cpus:
-        verdict = "within" if sum(cpus) <= 300 else "over"
-        cpu_total = (f"; CPU time {sum(cpus):.0f} s (the experiments run torch on one thread, "
-                     "so CPU time approximates the wall time on an idle machine; an idle "
-                     "machine was not available to measure it directly) — "
-                     f"{verdict} the 5-minute target for all quick runs together")
+    cpu_total = f"; CPU time {sum(cpus):.0f} s" if None not in cpus else ""
     lines += ["", f"Together: {total:.0f} s wall{cpu_total}. `--quick` is the small "
               "setting of every experiment; "
               "without it the same code runs the larger setting written in each JSON's "
               "`setting`. Which size was run is in the table; where it says quick, the "
               "full size was not run for this README.", ""]
+    lines += _paper_sizes(results) + _quick_timing(quick or {}, folder)
     return lines
+
+
+def _paper_sizes(results: dict[str, dict]) -> list[str]:
+    """What the paper (or the source of a task) ran, beside what was run here."""
+    notes = [(name, results[name]["setting"].get("paper")
+              or results[name]["setting"].get("source")) for name in ORDER]
+    notes = [(name, note) for name, note in notes if note]
+    if not notes:
+        return []
+    return (["Sizes, theirs and ours:", ""]
+            + [f"- {TITLES[name]}: {note}" for name, note in notes] + [""])
+
+
+def _quick_timing(quick: dict[str, dict], folder: str) -> list[str]:
+    """One line on the `--quick` runs (JSON in <folder>/quick/): their total against the
+    5-minute target, with the load they ran under."""
+    if set(quick) != set(ORDER):
+        return []
+    wall = sum(r["seconds_total"] for r in quick.values())
+    cpu = sum(r.get("cpu_seconds") or 0.0 for r in quick.values())
+    loads = [x for r in quick.values() for x in (r["machine"]["load_average_start"],
+                                                  r["machine"]["load_average_end"])]
+    verdict = "within" if wall <= 300 else "over"
+    parts = ", ".join(f"{TITLES[name]} {quick[name]['seconds_total']:.0f} s"
+                      for name in ORDER)
+    return [f"Quick size (`lat experiment NAME --quick`, JSON in `{folder}/quick/`): all six "
+            f"together {wall:.0f} s wall ({parts}), CPU time {cpu:.0f} s, load average "
+            f"{min(loads):.1f}–{max(loads):.1f} while they ran (2 = both cores busy) — "
+            f"{verdict} the 5-minute target for all quick runs together.", ""]
 
 
 def _kv(r: dict) -> list[str]:
@@ -267,12 +292,12 @@ def _universal(r: dict) -> list[str]:
         f"× {s['heldout_words_per_automaton']} words of length ≤ {s['heldout_word_max_len']}). "
         "*Plain* is Algorithm 1 alone (`fit(minimise=False)`); *+ fewest heads* adds the head "
         "search, which keeps the training outputs but changes the model off the training "
-        "span. *Certified*: the certificate on the held-out runs' token sequences (a sampled "
-        "scope). Softmax: a causal softmax transformer (width "
+        f"span{_budget(s)}. *Certified*: the certificate on the held-out runs' token "
+        "sequences (a sampled scope). Softmax: a causal softmax transformer (width "
         f"{sm['width']}, {sm['layers']} layers, {sm['heads']} heads, no positional encoding), "
         f"Adam for {sm['steps']} steps, lr chosen on {sm['validation_automata']} validation "
-        f"automata, 3 seeds, trained at N ∈ {{{', '.join(map(str, sm['budgets']))}}} only; "
-        "exact = the median seed exact on every held-out run.", "",
+        f"automata, 3 seeds, trained at N ∈ {{{', '.join(map(str, sm['budgets']))}}} in "
+        "turn until the median seed is exact on every held-out run (exact).", "",
         "| states | d | traces to exact, plain | traces to exact, + fewest heads | traces to "
         "certified | softmax: traces to exact | softmax exact fraction at largest N "
         "(median [min, max]) | softmax converged |",
@@ -308,6 +333,11 @@ def _universal(r: dict) -> list[str]:
         "",
     ]
     return lines
+
+
+def _budget(s: dict) -> str:
+    seconds = s.get("head_search_seconds")
+    return "" if seconds is None else f" (a wall-clock budget of {seconds:g} s per fit)"
 
 
 def _icl(r: dict) -> list[str]:
@@ -385,7 +415,9 @@ def render(folder: Path | str, name: str | None = None) -> str:
     the text does not depend on where the command ran)."""
     results = load(folder)
     label = name or Path(folder).resolve().name
-    lines = _header(results, label)
+    quick_folder = Path(folder) / "quick"
+    quick = load(quick_folder) if quick_folder.is_dir() else None
+    lines = _header(results, label, quick)
     for key in ORDER:
         lines += SECTIONS[key](results[key])
     lines += _limitations(results)

@@ -13,9 +13,12 @@ then `bos`, then the fed-back (state, symbol) queries. For each size Q:
 2. fit on the first N traces, N = 1, 2, 4, 8, …:
    - **plain Algorithm 1**: `lat.learner.solve.fit(minimise=False)` — least squares and
      SVD heads, nothing else;
-   - **Algorithm 1 + fewest heads**: the same fit followed by the head search
-     (`lat.learner.solve.minimal_heads`, the default of `fit`); it keeps the training
-     outputs but moves off the training span, so it can generalise differently;
+   - **Algorithm 1 + fewest heads**: the same fit followed by the head search of `fit`'s
+     default (`lat.learner.minimise.minimise_heads`, kept only when it reproduces every
+     training output as `fit` requires); it keeps the training outputs but moves off the
+     training span, so it can generalise differently. Its budget is wall-clock
+     (`head_search_seconds`: `fit`'s 60 s at full size, less at quick size), so a search
+     cut short under machine load can find more heads than an unhurried one;
 3. judge both on the held-out runs: `heldout_automata` automata never trained on ×
    `heldout_words` random words of length ≤ 24 (≥ 1,000 runs), rolled out with the learned
    weights and compared with the reference interpreter (state trace, verdict, steps);
@@ -23,6 +26,9 @@ then `bos`, then the fed-back (state, symbol) queries. For each size Q:
    certify`). The certificate only looks at the span of the training features, which the
    head search does not change, so one certificate serves both; its scope is **sampled**
    (the held-out runs): no exact certificate over all automata of a size exists here.
+   A fit certified on those sequences reproduces the executor's outputs on them, so it is
+   exact on every held-out run: the certificate is computed only at N where plain
+   Algorithm 1 is exact on all of them (elsewhere `certified` is false without a residual).
 
 `traces_to_exact_alg1` / `traces_to_exact_min_heads` are the smallest N (of the doubling
 grid) at which every held-out run is exact, `traces_to_certified_alg1` the smallest at which
@@ -33,8 +39,9 @@ Adam with cross-entropy on the same traces (the first N, for N in `softmax_budge
 learning rate chosen on a validation split (separate random automata), 3 seeds at that
 rate, judged on the same held-out runs (teacher-forced, which is the same judgement as a
 rollout; see softmax.py). `softmax_traces_to_exact` is the smallest budget at which the
-median seed is exact on every held-out run (null when none); `softmax_heldout_exact_
-fraction` is the median at the largest budget.
+median seed is exact on every held-out run (null when none; larger budgets are not trained
+once one is exact); `softmax_heldout_exact_fraction` is the median at the largest budget
+trained.
 """
 
 from __future__ import annotations
@@ -46,6 +53,7 @@ import numpy as np
 import torch
 
 from lat.experiments import pyplot
+from lat.learner.minimise import MINIMISE_SECONDS
 
 SYMBOLS = ("0", "1")
 TRAIN_MAX_LEN, HELD_MAX_LEN = 12, 24
@@ -69,15 +77,16 @@ def words(count: int, max_len: int, rng: np.random.Generator) -> list[tuple[str,
 
 def settings(quick: bool, scale: float) -> dict:
     return {
-        "sizes": (2, 3, 4) if quick else (2, 3, 4, 6),
-        "max_traces": max(8, int((256 if quick else 2048) * scale)),
+        "sizes": (2, 3, 4),
+        "max_traces": max(8, int((256 if quick else 1024) * scale)),
         "heldout_automata": max(2, int(32 * scale)) if quick else 64,
         "heldout_words": 32,
         "validation_automata": max(2, int(16 * scale)),
         "validation_words": 4,
         "softmax_budgets": tuple(b for b in ((16, 64, 256) if quick else (16, 64, 256, 1024))
-                                 if b <= max(8, int((256 if quick else 2048) * scale))),
-        "softmax_steps": max(50, int((200 if quick else 1500) * scale)),
+                                 if b <= max(8, int((256 if quick else 1024) * scale))),
+        "softmax_steps": max(50, int((150 if quick else 600) * scale)),
+        "head_search_seconds": 10.0 if quick else MINIMISE_SECONDS,
         "softmax_shape": {"width": 32, "layers": 2, "heads": 4},
     }
 
@@ -111,6 +120,31 @@ def _heldout_exact(V: np.ndarray, Q: np.ndarray, held: list) -> int:  # noqa: AN
     return ok
 
 
+def _fewest_heads(plain, pairs: list, seconds: float):  # noqa: ANN001, ANN202
+    """`fit`'s head search on a plain fit, with a wall-clock budget of `seconds`: the heads
+    found are kept only when fewer and when they reproduce every training output to
+    MINIMAL_HEADS_RTOL × max(1, max|y|) (as `fit` keeps them). Returns (V, Q)."""
+    from lat.learner.minimise import MINIMISE_MAX_HEADS, minimise_heads
+    from lat.learner.solve import MINIMAL_HEADS_RTOL, mhla_outputs
+
+    if plain.heads <= 1:
+        return plain.V, plain.Q
+    found = minimise_heads(plain.coefficients, plain.d, plain.d_out, blocks=plain.blocks,
+                           support_block=plain.support_block,
+                           support_position=plain.support_position,
+                           max_heads=min(plain.heads - 1, MINIMISE_MAX_HEADS),
+                           initial=(plain.V, plain.Q), seconds=seconds)
+    if found is None or found[0].shape[0] >= plain.heads:
+        return plain.V, plain.Q
+    V, Q = found
+    got = mhla_outputs(V, Q, [t for t, _ in pairs])
+    error = max(float(np.abs(g - y).max()) for g, (_, y) in zip(got, pairs, strict=True))
+    if error > max(plain.train_max_abs_error,
+                   MINIMAL_HEADS_RTOL * max(1.0, plain.output_scale)):
+        return plain.V, plain.Q  # fewer heads, but not the same outputs
+    return V, Q
+
+
 def _task(recorded: list):  # noqa: ANN202
     from lat.experiments.softmax import Task, automaton_task
 
@@ -123,7 +157,7 @@ def run(quick: bool = False, out: Path = Path("."), scale: float = 1.0,
         sizes: tuple[int, ...] | None = None, softmax: bool = True) -> dict:
     from lat.experiments.softmax import train_tuned
     from lat.learner.certificate import certify
-    from lat.learner.solve import fit, minimal_heads
+    from lat.learner.solve import fit
 
     cfg = settings(quick, scale)
     sizes = sizes or cfg["sizes"]
@@ -153,13 +187,14 @@ def run(quick: bool = False, out: Path = Path("."), scale: float = 1.0,
             row["heads_min_heads"] = row["heldout_exact_fraction_min_heads"] = None
             if found["min_heads"] is None:
                 start = time.perf_counter()
-                searched = minimal_heads(plain, pairs[:n])
-                row["heads_min_heads"] = searched.heads
+                V, Qh = _fewest_heads(plain, pairs[:n], cfg["head_search_seconds"])
+                row["heads_min_heads"] = int(V.shape[0])
                 row["min_heads_seconds"] = time.perf_counter() - start
-                row["heldout_exact_fraction_min_heads"] = _heldout_exact(
-                    searched.V, searched.Q, held) / runs
+                row["heldout_exact_fraction_min_heads"] = _heldout_exact(V, Qh, held) / runs
             row["certified"] = row["coverage_residual"] = None
-            if found["certified"] is None:
+            if row["heldout_exact_fraction_alg1"] < 1.0:
+                row["certified"] = False  # certified would mean exact on these very runs
+            elif found["certified"] is None:
                 cert = certify(plain, domain)
                 row["certified"] = cert.identifiable
                 row["coverage_residual"] = cert.coverage_residual
@@ -206,6 +241,8 @@ def run(quick: bool = False, out: Path = Path("."), scale: float = 1.0,
                 record = train_tuned(full.subset(budget), validation, {"heldout": test},
                                      steps=cfg["softmax_steps"], **cfg["softmax_shape"])
                 points.append({"traces": budget, **record})
+                if record["heldout_exact_fraction_median"] == 1.0:
+                    break  # traces-to-exact found: larger budgets are not trained
             softmax_curves[Q] = points
             exact = [p["traces"] for p in points if p["heldout_exact_fraction_median"] == 1.0]
             row["softmax_traces_to_exact"] = exact[0] if exact else None
@@ -223,6 +260,16 @@ def run(quick: bool = False, out: Path = Path("."), scale: float = 1.0,
                         "heldout_words_per_automaton": cfg["heldout_words"],
                         "traces_grid": "N = 1, 2, 4, ... until plain Algorithm 1 and the "
                                        "head search are exact and the fit is certified",
+                        "head_search_seconds": cfg["head_search_seconds"],
+                        "head_search": "lat.learner.minimise.minimise_heads with fit's "
+                                       "defaults (up to 16 heads, 6 starts per count) and a "
+                                       "wall-clock budget of head_search_seconds per fit",
+                        "paper": "the paper trains a Llama-style softmax Transformer (4 "
+                                 "layers, 16 heads, width 2048, AdamW, 100 epochs) on up to "
+                                 "65,536 DFA runs per size and reports training tokens to 99 % "
+                                 "next-token accuracy (arXiv 2410.10101, App. G.2/G.4, "
+                                 "Fig. 4); we run the sizes, budgets and CPU-sized softmax "
+                                 "model in this setting",
                         "softmax": {"budgets": list(cfg["softmax_budgets"]),
                                     "steps": cfg["softmax_steps"], **cfg["softmax_shape"],
                                     "validation_automata": cfg["validation_automata"],
@@ -238,6 +285,9 @@ def run(quick: bool = False, out: Path = Path("."), scale: float = 1.0,
                 "and word; the certificate is sampled likewise",
                 "the softmax transformer is tried at a few budgets only, with a fixed step "
                 "count and a small CPU size (see setting.softmax), not at the paper's scale",
+                "the head search has a wall-clock budget (setting.head_search_seconds): "
+                "under machine load it may stop before finding few heads, so the "
+                "*_min_heads figures can vary between runs; the *_alg1 figures cannot",
             ],
             "sizes": results, "curves": {str(k): v for k, v in curves.items()},
             "softmax_curves": {str(k): v for k, v in softmax_curves.items()},
