@@ -16,7 +16,8 @@ Each phase of each size runs in a fresh child process, so its peak RSS
   guard, then `CompiledModel.save`); seconds and artifact bytes;
 - run: load the artifact and run one input in-process (the longest: a key, 64 symbols,
   an all-ones word that carries to the end), and `lat run ARTIFACT --input ...` end to
-  end as a user types it (interpreter start-up and imports included);
+  end as a user types it (interpreter start-up and imports included; `cli_baseline_s` is
+  the same for the 2-state parity program, the floor under it);
 - verify: `api.verify` with its defaults (every key of a memory; up to 20,000 words of
   length ≤ 8, exhaustive or a labelled sample); the domain label is recorded.
 
@@ -137,12 +138,22 @@ def child(name: str, family: str, size: int, folder: Path) -> dict[str, object]:
 
 def cli_run_seconds(family: str, size: int, folder: Path) -> float | None:
     """`lat run ARTIFACT --input ...` end to end, interpreter start-up included."""
+    return _lat_run(folder / f"{family}{size}.st", run_input(family, size))
+
+
+def _lat_run(target: Path, text: str) -> float | None:
     started = time.perf_counter()
-    out = subprocess.run([sys.executable, "-m", "lat", "run", str(folder / f"{family}{size}.st"),
-                          "--input", run_input(family, size), "--max-steps", "1000000000"],
+    out = subprocess.run([sys.executable, "-m", "lat", "run", str(target), "--input", text,
+                          "--max-steps", "1000000000"],
                          capture_output=True, text=True, check=False)
     seconds = time.perf_counter() - started
     return seconds if out.returncode == 0 else None
+
+
+def cli_baseline_seconds() -> float | None:
+    """`lat run programs/parity.lat --input 0110`: start-up, imports and a tiny compile,
+    the floor under every `cli_run_s`."""
+    return _lat_run(ROOT / "programs" / "parity.lat", "0110")
 
 
 # -- the whole table -----------------------------------------------------------------------
@@ -242,6 +253,7 @@ def main(argv: list[str] | None = None) -> int:
                     "python": platform.python_version()},
         "load_average_before": [round(x, 2) for x in load_before],
         "load_average_after": [round(x, 2) for x in os.getloadavg()],
+        "cli_baseline_s": cli_baseline_seconds(),
         "seconds": round(time.perf_counter() - started, 1),
         "quick": args.quick,
         "families": families,

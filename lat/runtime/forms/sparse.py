@@ -32,6 +32,9 @@ from lat.runtime.forms.layouts import finish, mask_lengths, state_dtype, weight_
 #: decoder is faster (its per-token work is as small, without the sparse join) and still
 #: batches ≥ 256 rows within the rollout's state budget; above it batches shrink.
 SPARSE_STATE_FLOATS = 1 << 17
+#: The same for one head whose Q has at most one nonzero per row (Q = I: a one-hot
+#: automaton or memory): a token then adds one row, and the sparse decoder wins earlier.
+SPARSE_STATE_FLOATS_ONE_PER_ROW = 1 << 15
 #: Sparse weights with more dense entries than this are never densified to run them.
 SPARSE_WEIGHT_FLOATS = 1 << 22
 SPARSE_DENSITY = 0.01  # fraction of nonzero weights below which dense weights go sparse
@@ -79,15 +82,19 @@ def nonzero_count(tensor: torch.Tensor) -> int:
 def prefers_sparse(V: torch.Tensor, Q: torch.Tensor) -> bool:
     """Whether a rollout should run the sparse decoder: sparse weights that are big dense
     or whose dense decode state would be big; dense weights whose decode state would be
-    big and which are almost all zeros."""
+    big (earlier for one head with at most one nonzero per row of Q) and which are almost
+    all zeros."""
     H, d_out, d = V.shape
     big_state = (d + 1) * d_out >= SPARSE_STATE_FLOATS
     if is_sparse(V) or is_sparse(Q):
         return big_state or V.numel() + Q.numel() > SPARSE_WEIGHT_FLOATS
-    if not big_state:
+    if (d + 1) * d_out < SPARSE_STATE_FLOATS_ONE_PER_ROW:
+        return False
+    q_entries = nonzero_count(Q)
+    if not big_state and (H > 1 or q_entries > d):
         return False
     total = V.numel() + Q.numel()
-    return nonzero_count(V) + nonzero_count(Q) < SPARSE_DENSITY * total
+    return nonzero_count(V) + q_entries < SPARSE_DENSITY * total
 
 
 def rounded_sparse(tensor: torch.Tensor, weights: str | torch.dtype,
