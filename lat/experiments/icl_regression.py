@@ -85,10 +85,10 @@ def run(quick: bool = False, out: Path = Path("."), scale: float = 1.0) -> dict:
     rng = np.random.default_rng(0)
     m = 4
     sigma = np.linspace(1.0, 4.0, m)
-    lengths = (10, 20, 40) if quick else (5, 10, 20, 40, 80, 160)
+    lengths = (10, 20, 40) if quick else (5, 10, 20, 40, 80)
     n_train = max(2000, int((20000 if quick else 100000) * scale))
     n_test = 20000
-    sgd_steps = max(100, int((1000 if quick else 3000) * scale))
+    sgd_steps = max(100, int((1000 if quick else 2000) * scale))
     rows = []
     for n in lengths:
         Zt, yt = prompts(n_test, m, n, sigma, rng)

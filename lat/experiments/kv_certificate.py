@@ -129,7 +129,7 @@ def run(quick: bool = False, out: Path = Path("."), scale: float = 1.0,
         sgd_heads: tuple[int, ...] = SGD_HEADS) -> dict:
     rng = np.random.default_rng(0)
     n = max(256, int((2 ** 12 if quick else 2 ** 14) * scale))
-    sgd_steps = max(100, int((800 if quick else 5000) * scale))
+    sgd_steps = max(100, int((800 if quick else 2000) * scale))
     test = ood_inputs(4096, rng)
     laws = {}
     for label, frac, offset in (("identifiable", 0.0, 0), ("unidentifiable", 1.0, 100)):
@@ -149,7 +149,7 @@ def run(quick: bool = False, out: Path = Path("."), scale: float = 1.0,
                     "paper": "N = 2^14 samples; SGD by the authors' code: Adam lr 0.01, "
                              "batch 32, up to 100 epochs (~51k steps) with early stop "
                              "(arXiv 2410.10101, Sec. 4.2, Fig. 2); full size here: the same "
-                             "N, a fixed 5,000 steps per run (quick: 2^12, 800)",
+                             "N, a fixed 2,000 steps per run (quick: 2^12, 800)",
                     "ood_samples": test.shape[0], "ood_tokens": 5,
                     "sgd": {"optimiser": "Adam", "batch_size": 32, "steps": sgd_steps,
                             "heads": list(sgd_heads), "learning_rates": list(SGD_LEARNING_RATES),

@@ -65,7 +65,7 @@ def run(quick: bool = False, out: Path = Path("."), scale: float = 1.0) -> dict:
     rng = np.random.default_rng(0)
     n_train_len = P // 2
     n_train = max(1500, int((4000 if quick else 20000) * scale))
-    sgd_steps = max(50, int((250 if quick else 3000) * scale))
+    sgd_steps = max(50, int((250 if quick else 2000) * scale))
     Z, Y = sequences(n_train, n_train_len, rng)
     # the compiled head computes the target by construction; check it independently
     F = last_features(Z)
