@@ -90,3 +90,72 @@ def learner_figures(quick: bool) -> dict[str, object]:
         learned["phases"]["domain_analysis"])
     out[f"{label}_details"] = {**shape, **learned}
     return out
+
+
+# -- machines ---------------------------------------------------------------------------------
+
+MACHINE_PROGRAMS = {  # benchmarks/programs: (file, `learn` options as `lat learn` flags)
+    "increment12": ("increment_msb12.lat", {"design_rounds": 2}),
+    "copy": ("copy.lat", {"samples": 100, "max_len": 6, "design_rounds": 1,
+                          "time_budget": 280.0, "memory_budget": 4 << 30}),
+}
+
+
+def machine_learn(name: str, workers: int = 1) -> dict[str, object]:
+    """One `learn` of a benchmark machine (`MACHINE_PROGRAMS`), in this process: wall time,
+    peak resident memory, heads against the compiled model's, artifact sizes, verdicts."""
+    import resource
+    import tempfile
+    from pathlib import Path
+
+    from lat.compiler import compile_source
+    from lat.learner import learn
+
+    file, options = MACHINE_PROGRAMS[name]
+    path = Path(__file__).resolve().parent.parent / "benchmarks" / "programs" / file
+    compiled = compile_source(path.read_text(encoding="utf-8"), str(path)).model
+    started = time.perf_counter()
+    result = learn(compiled, workers=workers, **options)
+    seconds = time.perf_counter() - started
+    with tempfile.TemporaryDirectory() as folder:
+        compiled.save(Path(folder) / "compiled.safetensors")
+        result.model.save(Path(folder) / "learned.safetensors")
+        sizes = {kind: (Path(folder) / f"{kind}.safetensors").stat().st_size
+                 for kind in ("compiled", "learned")}
+    report = result.to_json()
+    return {
+        "seconds": seconds, "peak_rss_bytes": resource.getrusage(
+            resource.RUSAGE_SELF).ru_maxrss * 1024, "workers": workers, "options": options,
+        "d": compiled.d, "heads": result.heads, "compiled_heads": compiled.heads,
+        "heads_before_minimising": report["heads_before_minimising"],
+        "compiled_artifact_bytes": sizes["compiled"], "learned_artifact_bytes": sizes["learned"],
+        "equivalent": result.equivalent, "scope": result.certificate.scope,
+        "identifiable": result.certificate.identifiable, "traces": result.traces,
+        "design_rounds": report["design_rounds"], "stopped": report["stopped"],
+        "stopped_in": report["stopped_in"], "phases": result.seconds,
+        "fit_phases": result.fit.seconds if result.fit is not None else None,
+        "estimate": report["estimate"],
+    }
+
+
+def machine_figures(names: tuple[str, ...] = tuple(MACHINE_PROGRAMS),
+                    workers: tuple[int, ...] = (1,)) -> dict[str, object]:
+    """`learn_<name>_s` and its details for each benchmark machine, each run in a fresh
+    process (so that its peak memory is its own), at each worker count."""
+    import json
+    import subprocess
+    import sys
+
+    out: dict[str, object] = {}
+    for name in names:
+        for count in workers:
+            child = subprocess.run(
+                [sys.executable, "-c", "import json, sys; from lat.bench_learn import "
+                 f"machine_learn; print(json.dumps(machine_learn({name!r}, {count})))"],
+                capture_output=True, text=True, check=True)
+            details = json.loads(child.stdout.strip().splitlines()[-1])
+            key = f"learn_{name}" + ("" if count == 1 else f"_workers{count}")
+            out[f"{key}_s"] = details["seconds"]
+            out[f"{key}_peak_rss_bytes"] = details["peak_rss_bytes"]
+            out[f"{key}_details"] = details
+    return out

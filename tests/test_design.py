@@ -9,12 +9,8 @@ import pytest
 
 from lat.learner import domain_words, input_lengths, learn
 from lat.learner.certificate import COVERAGE_TOL, sequence_residuals
-from lat.learner.design import (
-    design_comparison,
-    design_words,
-    random_traces_to_cover,
-    spanning_selection,
-)
+from lat.learner.design import design_words, spanning_selection
+from lat.learner.design_comparison import design_comparison, random_traces_to_cover
 from lat.learner.solve import fit
 from lat.learner.traces import record_traces, sample_words
 from lat.runtime.execute import rollout

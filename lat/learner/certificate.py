@@ -40,6 +40,14 @@ from dataclasses import asdict, dataclass, replace
 import numpy as np
 import torch
 
+from lat.learner.compress import (
+    COUNT_COVERED_RTOL,
+    PrefixCounts,
+    basis_times_rows,
+    count_basis,
+    dense_rows,
+    row_groups,
+)
 from lat.learner.counts import Domain
 from lat.learner.features import prefix_features
 from lat.learner.solve import Fit, row_batches
@@ -180,9 +188,36 @@ def _relative_residuals(
 ) -> tuple[np.ndarray, np.ndarray]:
     """‖f − P f‖ / ‖f‖ for every prefix of every sequence, and the sequences' row offsets.
 
+    With the fit's count spans, a prefix whose count vector lies in L_c of its current
+    token is covered in exact arithmetic, and its count-space residual (round-off) is
+    reported; sequences holding any other prefix are computed from their features.
     Sequences go in groups of about CHUNK_PREFIXES prefixes: a context-placement domain
     (8,000 words × 71 prompt tokens) has ~10⁸ feature entries, which held at once cost
     gigabytes and most of `learn`'s time."""
+    lengths = [s.shape[0] for s in sequences]
+    offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+    relative = np.zeros(int(offsets[-1]), dtype=np.float64)
+    if fit.count_spans is not None and offsets[-1]:
+        # Prefixes whose count vector lies in L_c of their current token are covered
+        # (compress.CountSpanIndex); only sequences with another prefix need features.
+        counted = fit.count_spans.residuals(sequences)
+        outside = np.r_[counted > COUNT_COVERED_RTOL, False].astype(np.int64)
+        covered = np.add.reduceat(outside, offsets[:-1]) * (np.diff(offsets) > 0) == 0
+        rest = [i for i in range(len(sequences)) if not covered[i]]
+        for i in np.flatnonzero(covered).tolist():
+            relative[offsets[i]: offsets[i + 1]] = counted[offsets[i]: offsets[i + 1]]
+        if rest:
+            exact, rest_offsets = _relative_residuals_of(fit, [sequences[i] for i in rest])
+            for j, i in enumerate(rest):
+                relative[offsets[i]: offsets[i + 1]] = exact[rest_offsets[j]: rest_offsets[j + 1]]
+        return relative, offsets
+    return _relative_residuals_of(fit, sequences)
+
+
+def _relative_residuals_of(
+    fit: Fit, sequences: Sequence[np.ndarray]
+) -> tuple[np.ndarray, np.ndarray]:
+    """`_relative_residuals` from every prefix's features."""
     lengths = [s.shape[0] for s in sequences]
     offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
     relative = np.zeros(int(offsets[-1]), dtype=np.float64)
@@ -205,17 +240,25 @@ def _chunk_residuals(fit: Fit, sequences: Sequence[np.ndarray]) -> np.ndarray:
     cols = np.concatenate([c for _, c, _ in parts])
     vals = np.concatenate([v for _, _, v in parts])
 
+    counts = PrefixCounts(sequences)  # count compression pays where tokens repeat
     return span_residuals(rows, cols, vals, prefixes, fit.support, fit.support_block,
-                          fit.support_position, [info.basis for info in fit.blocks])
+                          fit.support_position, [info.basis for info in fit.blocks],
+                          counts if counts.vocabulary * 4 <= prefixes else None)
 
 
 def span_residuals(rows: np.ndarray, cols: np.ndarray, vals: np.ndarray, n_rows: int,
                    support: np.ndarray, block_of: np.ndarray, position_of: np.ndarray,
-                   bases: Sequence[np.ndarray]) -> np.ndarray:
+                   bases: Sequence[np.ndarray], prefix_counts: PrefixCounts | None = None
+                   ) -> np.ndarray:
     """Relative residual ‖f − P f‖ / ‖f‖ of each sparse row f (COO entries) against a span
     kept per block: support column i lies in block `block_of[i]` at row `position_of[i]` of
     its orthonormal basis `bases[block]`; columns off the support count fully. 0 for an
-    all-zero row. Shared by the certificate and the data design (design.py)."""
+    all-zero row. Shared by the certificate and the data design (design.py).
+
+    With the rows' `prefix_counts` (rows numbered as its global rows) each block's rows of
+    one current token are projected through the basis Q of their count matrix (compress.py):
+    their part in the block is Q Z, so their residuals are Q (Z − Z U Uᵀ), computed from
+    rank(C) ≤ |U| rows instead of every row."""
     norm2 = np.bincount(rows, weights=vals * vals, minlength=n_rows).astype(np.float64)
     position = np.minimum(np.searchsorted(support, cols), max(support.size - 1, 0))
     inside = (support[position] == cols) if support.size else np.zeros(cols.size, bool)
@@ -241,19 +284,35 @@ def span_residuals(rows: np.ndarray, cols: np.ndarray, vals: np.ndarray, n_rows:
                                      minlength=n_rows)
             continue
         residual2 += _block_residual2(basis, r_in[start:stop], local[start:stop],
-                                      v_in[start:stop], n_rows)
+                                      v_in[start:stop], n_rows, prefix_counts)
     with np.errstate(divide="ignore", invalid="ignore"):
         return np.where(norm2 > 0, np.sqrt(residual2) / np.sqrt(norm2), 0.0)
 
 
 def _block_residual2(
-    basis: np.ndarray, rows: np.ndarray, cols: np.ndarray, vals: np.ndarray, n_rows: int
+    basis: np.ndarray, rows: np.ndarray, cols: np.ndarray, vals: np.ndarray, n_rows: int,
+    prefix_counts: PrefixCounts | None = None,
 ) -> np.ndarray:
-    """‖f_b − U Uᵀ f_b‖² per domain row for one block, from dense row batches."""
+    """‖f_b − U Uᵀ f_b‖² per domain row for one block, from dense row batches (or from
+    count-compressed rows, see `span_residuals`)."""
     out = np.zeros(n_rows, dtype=np.float64)
     starts = np.flatnonzero(np.r_[True, rows[1:] != rows[:-1]])
     unique_rows = rows[starts]
     local_row = np.repeat(np.arange(unique_rows.size), np.diff(np.r_[starts, rows.size]))
+    n = basis.shape[0]
+    if prefix_counts is not None:
+        row_ptr = np.searchsorted(local_row, np.arange(unique_rows.size + 1))
+        for part in row_groups(prefix_counts, unique_rows, n):
+            Q = count_basis(prefix_counts.counts(unique_rows[part]))
+            if Q is None:
+                R = outside(dense_rows(row_ptr, cols, vals, part, n), basis)
+                out[unique_rows[part]] += np.einsum("ij,ij->i", R, R)
+                continue
+            R = outside(basis_times_rows(Q, row_ptr, cols, vals, part, n), basis)
+            left, singular, _ = np.linalg.svd(R, full_matrices=False)
+            T = Q @ (left * singular)  # ‖Q_i R‖ = ‖Q_i U S‖: R's right factor is orthonormal
+            out[unique_rows[part]] += np.einsum("ij,ij->i", T, T)
+        return out
     for first, F in row_batches(local_row, cols, vals, unique_rows.size, basis.shape[0]):
         R = outside(F, basis)
         out[unique_rows[first : first + F.shape[0]]] += np.einsum("ij,ij->i", R, R)

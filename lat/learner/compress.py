@@ -27,14 +27,18 @@ CHUNK_ROWS = 4096  # rows of one current token compressed at once
 CHUNK_ENTRIES = 1 << 23  # count entries built at once (prefix lengths summed)
 BATCH_ENTRIES = 1 << 22  # dense numbers of one chunk of a block's rows
 
-__all__ = ["PrefixCounts", "compress_rows"]
+__all__ = ["PrefixCounts", "basis_times_rows", "compress_rows", "CountSpanIndex",
+           "count_basis", "dense_rows", "row_groups"]
 
 
 class PrefixCounts:
     """Token ids of every position of every sequence, in the fit's global row order."""
 
-    def __init__(self, sequences: Sequence[np.ndarray]) -> None:
-        index: dict[bytes, int] = {}
+    def __init__(self, sequences: Sequence[np.ndarray], index: dict[bytes, int] | None = None,
+                 grow: bool = True) -> None:
+        """Ids numbered in order of first appearance, continuing `index` (shared, not
+        copied); with grow=False a token not in `index` gets id −1."""
+        index = {} if index is None else index
         ids, starts, offset = [], [], 0
         for tokens in sequences:
             tokens = np.ascontiguousarray(tokens, dtype=np.float64)
@@ -42,7 +46,8 @@ class PrefixCounts:
             if T:
                 rows = tokens.view(np.dtype((np.void, tokens.dtype.itemsize * tokens.shape[1])))
                 distinct, inverse = np.unique(rows.reshape(-1), return_inverse=True)
-                local = np.array([index.setdefault(bytes(u), len(index)) for u in distinct],
+                local = np.array([index.setdefault(bytes(u), len(index)) if grow
+                                  else index.get(bytes(u), -1) for u in distinct],
                                  dtype=np.int64)
                 ids.append(local[inverse.reshape(-1)])
             starts.append(np.full(T, offset, dtype=np.int64))
@@ -50,6 +55,18 @@ class PrefixCounts:
         self.ids = np.concatenate(ids) if ids else np.zeros(0, np.int64)
         self.starts = np.concatenate(starts) if starts else np.zeros(0, np.int64)
         self.vocabulary = len(index)
+        self.index = index
+
+    def counts_over(self, rows: np.ndarray, u: int) -> np.ndarray:
+        """Dense count vectors (len(rows), u) of the prefixes ending at `rows`, over token
+        ids 0..u−1 (every token of these prefixes must have an id below u)."""
+        lengths = rows - self.starts[rows] + 1
+        owner = np.repeat(np.arange(rows.size), lengths)
+        within = np.arange(int(lengths.sum())) - np.repeat(np.cumsum(lengths) - lengths,
+                                                           lengths)
+        tokens = self.ids[np.repeat(self.starts[rows], lengths) + within]
+        flat = np.bincount(owner * u + tokens, minlength=rows.size * u)
+        return flat.reshape(rows.size, u).astype(np.float64)
 
     def counts(self, rows: np.ndarray) -> np.ndarray:
         """Dense count vectors (len(rows), u) of the prefixes ending at global `rows`, over
@@ -73,25 +90,21 @@ def compress_rows(prefix_counts: PrefixCounts, sample_rows: np.ndarray,
     X is one block: m = sample_rows.size rows (their global rows), entries (local_row, cols,
     vals) sorted by local row, n columns; Y (m, d_out) its outputs."""
     row_ptr = np.searchsorted(local_row, np.arange(sample_rows.size + 1))
-    batch = max(1, min(CHUNK_ROWS, BATCH_ENTRIES // max(n, 1)))
-    current = prefix_counts.ids[sample_rows]
-    order = np.argsort(current, kind="stable")
-    bounds = np.flatnonzero(np.r_[True, current[order][1:] != current[order][:-1], True])
     Z, Yc = [], []
-    for a, b in zip(bounds[:-1], bounds[1:], strict=False):
-        group = order[a:b]
-        for first in range(0, group.size, batch):
-            for part in _within_entries(prefix_counts, sample_rows, group[first: first + batch]):
-                X = _dense_rows(row_ptr, cols, vals, part, n)
-                z, y = _compressed(prefix_counts.counts(sample_rows[part]), X, Y[part])
-                Z.append(z)
-                Yc.append(y)
+    for part in row_groups(prefix_counts, sample_rows, n):
+        basis = count_basis(prefix_counts.counts(sample_rows[part]))
+        if basis is None:  # nothing to save: the rows as they are
+            Z.append(dense_rows(row_ptr, cols, vals, part, n))
+            Yc.append(Y[part])
+        else:
+            Z.append(basis_times_rows(basis, row_ptr, cols, vals, part, n))
+            Yc.append(basis.T @ Y[part])
     if not Z:
         return np.zeros((0, n)), Y[:0]
     return np.concatenate(Z), np.concatenate(Yc)
 
 
-def _dense_rows(row_ptr: np.ndarray, cols: np.ndarray, vals: np.ndarray, rows: np.ndarray,
+def dense_rows(row_ptr: np.ndarray, cols: np.ndarray, vals: np.ndarray, rows: np.ndarray,
                 n: int) -> np.ndarray:
     """Rows `rows` (local) of a block stored as entries sorted by row, as a dense array."""
     lengths = row_ptr[rows + 1] - row_ptr[rows]
@@ -101,6 +114,22 @@ def _dense_rows(row_ptr: np.ndarray, cols: np.ndarray, vals: np.ndarray, rows: n
     X = np.zeros((rows.size, n))
     X[owner, cols[entries]] = vals[entries]
     return X
+
+
+def row_groups(prefix_counts: PrefixCounts, sample_rows: np.ndarray, n: int
+               ) -> list[np.ndarray]:
+    """Positions in `sample_rows` grouped by current token, each group cut into chunks
+    small enough to compress at once (CHUNK_ROWS rows, CHUNK_ENTRIES count entries)."""
+    batch = max(1, min(CHUNK_ROWS, BATCH_ENTRIES // max(n, 1)))
+    current = prefix_counts.ids[sample_rows]
+    order = np.argsort(current, kind="stable")
+    bounds = np.flatnonzero(np.r_[True, current[order][1:] != current[order][:-1], True])
+    parts = []
+    for a, b in zip(bounds[:-1], bounds[1:], strict=False):
+        group = order[a:b]
+        for first in range(0, group.size, batch):
+            parts.extend(_within_entries(prefix_counts, sample_rows, group[first: first + batch]))
+    return parts
 
 
 def _within_entries(prefix_counts: PrefixCounts, sample_rows: np.ndarray,
@@ -113,14 +142,87 @@ def _within_entries(prefix_counts: PrefixCounts, sample_rows: np.ndarray,
     return [p for p in np.split(chunk, np.unique(np.maximum(cuts, 1))) if p.size]
 
 
-def _compressed(C: np.ndarray, X: np.ndarray, Y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Q_gᵀX, Q_gᵀY for Q_g an orthonormal basis of the column space of C (or X, Y as they
-    are when that saves nothing)."""
+def count_basis(C: np.ndarray) -> np.ndarray | None:
+    """An orthonormal basis (k, r) of the column space of a count matrix C (k, u), or None
+    when it would not be smaller than the k rows themselves."""
     k, u = C.shape
     if k <= u:
-        return X, Y
+        return None
     left, singular, _ = np.linalg.svd(C, full_matrices=False)
     # numerical rank of an integer matrix: drop only round-off-sized singular values
     keep = singular > singular[0] * max(k, u) * np.finfo(np.float64).eps * 8
-    basis = left[:, keep]
-    return basis.T @ X, basis.T @ Y
+    return left[:, keep] if keep.sum() < k else None
+
+
+def basis_times_rows(basis: np.ndarray, row_ptr: np.ndarray, cols: np.ndarray,
+                     vals: np.ndarray, rows: np.ndarray, n: int) -> np.ndarray:
+    """basisᵀ X_rows (r, n) from the sparse rows (entries sorted by row, `row_ptr`): a
+    sparse product, nnz·r, where the dense one would cost rows·n·r."""
+    import torch  # sparse × dense: numpy has none
+
+    lengths = row_ptr[rows + 1] - row_ptr[rows]
+    owner = np.repeat(np.arange(rows.size), lengths)
+    entries = np.repeat(row_ptr[rows], lengths) + (
+        np.arange(int(lengths.sum())) - np.repeat(np.cumsum(lengths) - lengths, lengths))
+    index = torch.from_numpy(np.stack([cols[entries], owner]))
+    Xt = torch.sparse_coo_tensor(index, torch.from_numpy(np.asarray(vals[entries], np.float64)),
+                                 (n, rows.size), check_invariants=False)
+    return torch.sparse.mm(Xt, torch.from_numpy(np.ascontiguousarray(basis))).numpy().T
+
+
+# -- count spans: coverage without features ------------------------------------------------
+
+COUNT_SPAN_MAX_VOCABULARY = 2048  # larger vocabularies skip the count-space pre-check
+COUNT_COVERED_RTOL = 1e-12  # a count vector this close to L_c (relative) lies in it
+
+
+class CountSpanIndex:
+    """Per current token c, an orthonormal basis of L_c: the span of the training prefixes'
+    count vectors that end at c.
+
+    A prefix with current token c and count vector n ∈ L_c has features M_c n in
+    M_c L_c = span of the training features ending at c, so it is covered in exact
+    arithmetic — found with |U|² work instead of its features (certificate.py). The fit
+    builds this only when its kept span is every training direction (no eigenvalue between
+    round-off and the cut-off), so that the numerical span holds M_c L_c too."""
+
+    def __init__(self, prefix_counts: PrefixCounts) -> None:
+        self.index = prefix_counts.index
+        self.bases: dict[int, np.ndarray] = {}
+        u = prefix_counts.vocabulary
+        everything = np.arange(prefix_counts.ids.size)
+        current = prefix_counts.ids
+        order = np.argsort(current, kind="stable")
+        bounds = np.flatnonzero(np.r_[True, current[order][1:] != current[order][:-1], True])
+        for a, b in zip(bounds[:-1], bounds[1:], strict=False):
+            rows = everything[order[a:b]]
+            basis = np.zeros((u, 0))
+            for first in range(0, rows.size, CHUNK_ROWS):
+                C = prefix_counts.counts_over(rows[first: first + CHUNK_ROWS], u)
+                stacked = np.concatenate([basis.T, C]) if basis.shape[1] else C
+                _, singular, right = np.linalg.svd(stacked, full_matrices=False)
+                keep = singular > singular[0] * max(stacked.shape) * np.finfo(float).eps * 8
+                basis = right[keep].T  # orthonormal: the row space of everything so far
+            self.bases[int(current[order[a]])] = basis
+
+    def residuals(self, sequences: Sequence[np.ndarray]) -> np.ndarray:
+        """Relative residual ‖n − Π_c n‖ / ‖n‖ of every prefix's count vector against
+        L_c of its current token c (inf where a token was never in the training data)."""
+        prefix_counts = PrefixCounts(sequences, self.index, grow=False)
+        u = len(self.index)
+        out = np.full(prefix_counts.ids.size, np.inf)
+        known_prefix = np.ones(prefix_counts.ids.size, dtype=bool)
+        unknown = prefix_counts.ids < 0
+        if unknown.any():  # a prefix holding a token never trained on is not in any L_c
+            seen = np.maximum.accumulate(np.where(unknown, np.arange(unknown.size), -1))
+            known_prefix = seen < prefix_counts.starts
+        current = prefix_counts.ids
+        for c, basis in self.bases.items():
+            rows = np.flatnonzero((current == c) & known_prefix)
+            for first in range(0, rows.size, CHUNK_ROWS):
+                part = rows[first: first + CHUNK_ROWS]
+                N = prefix_counts.counts_over(part, u)
+                left = N - (N @ basis) @ basis.T
+                norms = np.linalg.norm(N, axis=1)
+                out[part] = np.linalg.norm(left, axis=1) / np.maximum(norms, 1e-300)
+        return out

@@ -29,29 +29,35 @@ all through the source model as a black box (`rollout`; never the compiler):
 
 The moves are a guess (a program's next token need not depend on the last token alone):
 candidates are always rolled out for real, and only their real features are selected.
-`design_comparison` measures what the design buys: traces needed by the designed set vs by
-random sampling (words drawn as `learn` draws them) until an *independent* domain sample —
-one the design never saw — is covered.
+`design_comparison` (design_comparison.py) measures what the design buys: traces needed by
+the designed set vs by random sampling (words drawn as `learn` draws them) until an
+*independent* domain sample — one the design never saw — is covered.
 """
 
 from __future__ import annotations
 
 import time
 from collections import deque
-from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 
 import numpy as np
 
-from lat.learner.certificate import COVERAGE_TOL, outside, sequence_residuals, span_residuals
+from lat.learner.certificate import (
+    COVERAGE_TOL,
+    outside,
+    sequence_residuals,
+    span_residuals,
+)
 from lat.learner.features import block_layout, column_labels, prefix_features
-from lat.learner.solve import fit
+from lat.learner.solve import Fit
+from lat.learner.traces import chunked_rollouts
 from lat.runtime.device import single_thread
 from lat.runtime.execute import rollout
 from lat.runtime.model import CompiledModel
 
-__all__ = ["Design", "DesignComparison", "design_comparison", "design_words",
-           "random_traces_to_cover", "spanning_selection"]
+__all__ = ["CHECK_CHUNK", "Design", "FeatureSpan", "Part", "design_words",
+           "spanning_selection", "token_runs", "trace_features", "uncovered_words"]
 
 Word = tuple[str, ...]
 Part = tuple[np.ndarray, np.ndarray, np.ndarray]  # (rows, cols, vals) of one sequence
@@ -62,7 +68,7 @@ MAX_TARGETED = 20000  # targeted words kept (a random subset beyond it)
 STRONG = 1e-3  # first-pass pivot threshold (relative residual); see _pivot
 
 
-class _Span:
+class FeatureSpan:
     """Orthonormal bases, per connected feature block, of the span of the rows added.
 
     The blocks are fixed at construction from every sequence that will be checked or added:
@@ -84,7 +90,7 @@ class _Span:
         self.bases = [np.zeros((int(n), 0)) for n in self.sizes]
         self.rank = 0
 
-    def _locate(self, cols: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def locate(self, cols: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         at = np.searchsorted(self.support, cols)
         return self.block[at], self.position[at]
 
@@ -126,7 +132,7 @@ class _Span:
         grown: set[int] = set()
         if rows.size == 0:
             return grown
-        block, where = self._locate(cols)
+        block, where = self.locate(cols)
         for b in np.unique(block).tolist():
             size = int(self.sizes[b])
             if self.bases[b].shape[1] == size:
@@ -154,11 +160,12 @@ class _Span:
         return grown
 
 
-def _features(sequences: Sequence[np.ndarray]) -> list[Part]:
+def trace_features(sequences: Sequence[np.ndarray]) -> list[Part]:
+    """The sparse prefix features (rows, cols, vals) of each token sequence."""
     return [prefix_features(np.asarray(s, np.float64)) for s in sequences]
 
 
-def _first_fit(span: _Span, parts: Sequence[Part], visit: Sequence[int], tol: float
+def _first_fit(span: FeatureSpan, parts: Sequence[Part], visit: Sequence[int], tol: float
                ) -> list[int]:
     """Visit `parts` in order; keep those that add a direction to `span` (updated)."""
     chosen: list[int] = []
@@ -171,7 +178,7 @@ def _first_fit(span: _Span, parts: Sequence[Part], visit: Sequence[int], tol: fl
     return chosen
 
 
-def _greedy(span: _Span, parts: Sequence[Part], visit: Sequence[int], tol: float
+def _greedy(span: FeatureSpan, parts: Sequence[Part], visit: Sequence[int], tol: float
             ) -> list[int]:
     """Descending-threshold greedy (the pivoting of a column-pivoted QR, by traces): pass
     over the candidates keeping those that still open ≥ τ rows outside the span, halving τ
@@ -198,7 +205,7 @@ def _greedy(span: _Span, parts: Sequence[Part], visit: Sequence[int], tol: float
     return chosen
 
 
-def _pivot(span: _Span, parts: Sequence[Part], visit: Sequence[int], tol: float
+def _pivot(span: FeatureSpan, parts: Sequence[Part], visit: Sequence[int], tol: float
            ) -> list[int]:
     """`_greedy` twice: first counting and adding only strong directions (relative residual
     > STRONG), so that a direction a trace reaches only faintly waits for one that reaches
@@ -219,8 +226,8 @@ def spanning_selection(sequences: Sequence[np.ndarray], *, tol: float = COVERAGE
     features of every prefix of every sequence (relative residual ≤ tol); in visit order.
 
     The indices in `first` are visited first (in that order), then the rest longest first."""
-    parts = _features(sequences)
-    span = _Span(parts)
+    parts = trace_features(sequences)
+    span = FeatureSpan(parts)
     head = list(dict.fromkeys(first))
     seen = set(head)
     rest = sorted((i for i in range(len(sequences)) if i not in seen),
@@ -228,7 +235,8 @@ def spanning_selection(sequences: Sequence[np.ndarray], *, tol: float = COVERAGE
     return _first_fit(span, parts, head + rest, tol)
 
 
-def _runs(source: CompiledModel, words: Sequence[Word]) -> list[np.ndarray]:
+def token_runs(source: CompiledModel, words: Sequence[Word]) -> list[np.ndarray]:
+    """The tokens (T, d) float64 of `source`'s rollout on each word."""
     return [np.asarray(r.tokens, np.float64)
             for r in rollout(source, list(words), dtype="fp64", record=True)] if words else []
 
@@ -255,7 +263,7 @@ def _explore(source: CompiledModel, lengths: Sequence[int]
         rng = np.random.default_rng(start)
         level = [tuple(alphabet[i] for i in rng.integers(0, len(alphabet), start))
                  for _ in range(EXPLORE_WORDS)]
-    level_nodes = [node(t, w) for t, w in zip(_runs(source, level), level, strict=True)]
+    level_nodes = [node(t, w) for t, w in zip(token_runs(source, level), level, strict=True)]
     frontier: list[tuple[bytes, Word]] = []
     for w, n in zip(level, level_nodes, strict=True):
         if n not in reach:
@@ -266,7 +274,7 @@ def _explore(source: CompiledModel, lengths: Sequence[int]
                for a in alphabet]
         words = [(*w, a) for _, w, a in nxt]
         frontier = []
-        for (n, _, a), w, tokens in zip(nxt, words, _runs(source, words), strict=True):
+        for (n, _, a), w, tokens in zip(nxt, words, token_runs(source, words), strict=True):
             m = node(tokens, w)
             moves.setdefault(n, {})[a] = m
             if m not in reach and len(reach) < MAX_NODES:
@@ -346,23 +354,23 @@ def design_words(source: CompiledModel, lengths: Sequence[int], *, pool: int = 2
     words = _targeted(reach, moves, lengths, rng, alphabet)
     words += domain_words(interface, pool, lengths, np.random.default_rng([seed, 11]))
     words = list(dict.fromkeys(words))
-    tokens = _runs(source, words)
-    parts = _features(tokens)
-    span = _Span(parts)
+    tokens = token_runs(source, words)
+    parts = trace_features(tokens)
+    span = FeatureSpan(parts)
     visit = sorted(range(len(words)), key=lambda i: (-tokens[i].shape[0], i))
     chosen = [words[i] for i in _pivot(span, parts, visit, tol)]
     candidates = len(words)
     used = 0
     for k in range(rounds):
         sample = domain_words(interface, pool, lengths, np.random.default_rng([seed, 12 + k]))
-        sample_parts = _features(_runs(source, sample))
+        sample_parts = trace_features(token_runs(source, sample))
         uncovered = np.flatnonzero(span.sequence_residuals(sample_parts) > tol)
         if not uncovered.size:
             break
         used += 1
         # New columns need blocks: rebuild the span from the chosen words and the sample.
-        known = _features(_runs(source, chosen))
-        span = _Span(known + sample_parts)
+        known = trace_features(token_runs(source, chosen))
+        span = FeatureSpan(known + sample_parts)
         _first_fit(span, known, range(len(known)), tol)
         extra = sorted(uncovered.tolist(), key=lambda i: (-len(sample[i]), i))
         chosen += [sample[i] for i in _pivot(span, sample_parts, extra, tol)]
@@ -371,177 +379,19 @@ def design_words(source: CompiledModel, lengths: Sequence[int], *, pool: int = 2
                   rounds=used, seconds=time.perf_counter() - clock)
 
 
-@single_thread()
-def random_traces_to_cover(source: CompiledModel, domain_tokens: Sequence[np.ndarray],
-                           stream: Sequence[Word], *, tol: float = COVERAGE_TOL
-                           ) -> tuple[int | None, float]:
-    """Length of the shortest prefix of `stream` whose training span covers every prefix of
-    every domain sequence (relative residual ≤ tol), or None when the whole stream does
-    not; and the largest domain residual left at that point.
+def uncovered_words(source: CompiledModel, fitted: Fit, words: Sequence[Word],
+                    progress: Callable[[str, int, int], None] | None = None,
+                    phase: str = "design") -> list[Word]:
+    """The words whose rollout through `source` has a prefix outside the training span of
+    `fitted` (the certificate's test, relative residual > COVERAGE_TOL), in order.
 
-    One pass: the stream is rolled out in growing chunks (stopping once covered), the span
-    grows trace by trace, and the domain rows not yet covered are re-checked whenever a
-    block they use grows. A chunk bringing feature columns never seen rebuilds the blocks
-    (from the domain, the traces that grew the span so far, and the chunk)."""
-    domain = _features(domain_tokens)
-    lengths = [int(r.max()) + 1 if r.size else 0 for r, _, _ in domain]
-    offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
-    n_rows = int(offsets[-1])
-    if not n_rows:
-        return 0, 0.0
-    rows = np.concatenate([r + offsets[i] for i, (r, _, _) in enumerate(domain)])
-    cols = np.concatenate([c for _, c, _ in domain])
-    vals = np.concatenate([v for _, _, v in domain])
-    by_row = np.argsort(rows, kind="stable")
-    row_bounds = np.searchsorted(rows[by_row], np.arange(n_rows + 1))
-    pivots: list[Part] = []
-    span = _Span(domain)
-    open_rows = span.residuals(rows, cols, vals, n_rows) > tol  # all-zero rows are covered
-
-    def entries_by_block() -> dict[int, np.ndarray]:
-        block, _ = span._locate(cols)
-        order = np.argsort(block, kind="stable")
-        bounds = np.flatnonzero(np.r_[True, block[order][1:] != block[order][:-1], True])
-        return {int(block[order[a]]): order[a:b]
-                for a, b in zip(bounds[:-1], bounds[1:], strict=False)}
-
-    def recheck(grown: set[int]) -> None:
-        """Re-check the open domain rows that use a block that grew."""
-        hit = [rows[e][open_rows[rows[e]]] for b in grown for e in (by_block.get(b),)
-               if e is not None]
-        targets = np.unique(np.concatenate(hit)) if hit else np.zeros(0, np.int64)
-        if not targets.size:
-            return
-        counts = row_bounds[targets + 1] - row_bounds[targets]
-        first = np.repeat(row_bounds[targets] - np.cumsum(counts) + counts, counts)
-        entries = by_row[first + np.arange(int(counts.sum()))]
-        local = np.repeat(np.arange(targets.size), counts)
-        residual = span.residuals(local, cols[entries], vals[entries], targets.size)
-        open_rows[targets] = residual > tol
-
-    by_block = entries_by_block()
-    position, size = 0, CHECK_CHUNK
-    while position < len(stream) and open_rows.any():
-        parts = _features(_runs(source, stream[position : position + size]))
-        fresh = [c for _, c, _ in parts if c.size]
-        if fresh:
-            fresh = np.unique(np.concatenate(fresh))
-            at = np.minimum(np.searchsorted(span.support, fresh), span.support.size - 1)
-            if span.support.size == 0 or np.any(span.support[at] != fresh):
-                span = _Span(domain + pivots + parts)
-                for part in pivots:
-                    span.add(part, tol)
-                by_block = entries_by_block()
-        for start in range(0, len(parts), CHECK_CHUNK):
-            chunk = range(start, min(start + CHECK_CHUNK, len(parts)))
-            residual = span.sequence_residuals([parts[i] for i in chunk])
-            for i, value in zip(chunk, residual, strict=True):
-                if value <= tol:
-                    continue
-                grown = span.add(parts[i], tol)
-                if not grown:
-                    continue
-                pivots.append(parts[i])
-                recheck(grown)
-                if not open_rows.any():
-                    return (position + i + 1,
-                            float(span.residuals(rows, cols, vals, n_rows).max()))
-        position += len(parts)
-        size = min(2 * size, 8192)
-    residual = float(span.residuals(rows, cols, vals, n_rows).max())
-    return (None if open_rows.any() else 0), residual
-
-
-@dataclass(frozen=True)
-class DesignComparison:
-    """Traces needed to cover an independent domain sample: designed vs random."""
-
-    designed_traces: int
-    designed_covered: bool
-    designed_residual: float
-    random_traces: int | None  # None: random sampling did not cover within max_random
-    random_residual: float
-    random_checked: bool  # random_traces re-checked by a fit and the certificate's residual
-    pool: int
-    domain_sequences: int
-    design: dict[str, object]
-    seconds: dict[str, float]
-
-    def to_dict(self) -> dict[str, object]:
-        return asdict(self)
-
-
-def coverage_residual(source: CompiledModel, words: Sequence[Word],
-                      domain_tokens: Sequence[np.ndarray]) -> float:
-    """The certificate's coverage residual of a fit to `words`' traces on the domain."""
-    if not words:
-        return float("inf")
-    runs = rollout(source, list(words), dtype="fp64", record=True)
-    pairs = [(np.asarray(r.tokens, np.float64), np.asarray(r.outputs, np.float64))
-             for r in runs]
-    if not sum(t.shape[0] for t, _ in pairs):
-        return float("inf")
-    fitted = fit(pairs, minimise=False)
-    return float(sequence_residuals(fitted, list(domain_tokens)).max())
-
-
-def design_comparison(
-    source: CompiledModel,
-    *,
-    max_len: int = 16,
-    pool: int = 2000,
-    domain_samples: int = 500,
-    max_random: int = 40000,
-    seed: int = 0,
-    check_random: bool = False,
-) -> DesignComparison:
-    """Samples-to-identifiability: designed selection vs random sampling.
-
-    The designed set is `design_words` (lengths ≤ max_len, `pool` domain words per pool and
-    check round). Random sampling draws words as `learn` does (length uniform, symbols
-    uniform). Both are judged on the same independent domain sample of `domain_samples`
-    words (a stream the design never saw): the designed set by a fit and the certificate's
-    coverage residual (must be ≤ COVERAGE_TOL); random sampling by the shortest prefix of
-    one random stream (≤ max_random words) whose span covers it, found in one incremental
-    pass (`random_traces_to_cover`). `check_random` re-checks that count with two fits
-    (covered at n, not at n − 1): the same test as the designed set's, slower.
-    """
-    from lat.learner.domain import domain_words, input_lengths
-    from lat.learner.domain import sample_words_of_lengths as _sample
-
-    interface = source.interface
-    lengths = input_lengths(source, max_len)
-    seconds: dict[str, float] = {}
-    domain = domain_words(interface, domain_samples, lengths, np.random.default_rng([seed, 7]))
-    domain_tokens = _runs(source, domain)
-
-    clock = time.perf_counter()
-    design = design_words(source, lengths, pool=pool, seed=seed)
-    seconds["design"] = time.perf_counter() - clock
-    clock = time.perf_counter()
-    designed_residual = coverage_residual(source, design.words, domain_tokens)
-    seconds["design_check"] = time.perf_counter() - clock
-
-    clock = time.perf_counter()
-    stream = _sample(interface, max_random, lengths, np.random.default_rng([seed, 9]))
-    random_traces, random_residual = random_traces_to_cover(source, domain_tokens, stream)
-    seconds["random"] = time.perf_counter() - clock
-    checked = False
-    if check_random and random_traces is not None:
-        clock = time.perf_counter()
-        random_residual = coverage_residual(source, stream[:random_traces], domain_tokens)
-        before = coverage_residual(source, stream[: random_traces - 1], domain_tokens)
-        checked = random_residual <= COVERAGE_TOL < before
-        seconds["random_check"] = time.perf_counter() - clock
-    return DesignComparison(
-        designed_traces=len(design.words),
-        designed_covered=designed_residual <= COVERAGE_TOL,
-        designed_residual=designed_residual,
-        random_traces=random_traces,
-        random_residual=random_residual,
-        random_checked=checked,
-        pool=design.candidates,
-        domain_sequences=len(domain),
-        design=design.summary(),
-        seconds=seconds,
-    )
+    Rolled out and checked a chunk at a time: only the uncovered words are kept, never
+    every run's tokens (a design sample of long machine runs is gigabytes of them)."""
+    found: list[Word] = []
+    done = 0
+    for runs in chunked_rollouts(source, words, progress=progress, phase=phase):
+        residuals = sequence_residuals(fitted, [r.tokens for r in runs])
+        found.extend(w for w, r in zip(words[done: done + len(runs)], residuals, strict=True)
+                     if r > COVERAGE_TOL)
+        done += len(runs)
+    return found

@@ -35,6 +35,7 @@ from lat.learner.certificate import (
     sequence_residuals,
 )
 from lat.learner.check import check_with_source, check_with_traces, not_checked
+from lat.learner.design import uncovered_words
 from lat.learner.domain import (
     EXACT_BUDGET,
     Domain,
@@ -293,10 +294,7 @@ def learn(
                 while rounds < design_rounds:
                     sample = domain_words(source.interface, DESIGN_FACTOR * domain_samples,
                                           lengths, design_rng)
-                    runs = rollouts(source, sample, progress=design_progress, phase="design")
-                    residuals = sequence_residuals(fitted, [r.tokens for r in runs])
-                    uncovered = [w for w, r in zip(sample, residuals, strict=True)
-                                 if r > COVERAGE_TOL]
+                    uncovered = uncovered_words(source, fitted, sample, design_progress)
                     if not uncovered:
                         converged = True
                         break
@@ -369,7 +367,7 @@ def learn(
     seconds["certify"] = time.perf_counter() - clock
 
     if compare_random:
-        from lat.learner.design import random_traces_to_cover
+        from lat.learner.design_comparison import random_traces_to_cover
 
         clock = time.perf_counter()
         stream = sample_words_of_lengths(source.interface, max_random,

@@ -50,7 +50,12 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 import torch
 
-from lat.learner.compress import PrefixCounts, compress_rows
+from lat.learner.compress import (
+    COUNT_SPAN_MAX_VOCABULARY,
+    CountSpanIndex,
+    PrefixCounts,
+    compress_rows,
+)
 from lat.learner.features import (  # sequence_pairs, stack_features: re-exported
     Coefficients,
     block_layout,
@@ -125,6 +130,7 @@ class Fit:
     featureless_samples: int  # samples whose features are all zero (predicted 0)
     seconds: dict[str, float] = field(default_factory=dict)
     heads_before_minimising: int | None = None  # heads from recover_heads, before minimising
+    count_spans: CountSpanIndex | None = field(default=None, repr=False, compare=False)
 
     @property
     def heads(self) -> int:
@@ -228,6 +234,9 @@ def fit(
         predicted[fitted_rows] = fitted
         if progress is not None and (b % 64 == 0 or b == n_blocks - 1):
             progress("solve", b + 1, n_blocks)
+    count_spans = (CountSpanIndex(prefix_counts) if prefix_counts is not None
+                   and prefix_counts.vocabulary <= COUNT_SPAN_MAX_VOCABULARY
+                   and not any(_marginal(b) for b in blocks) else None)
     coefficients = Coefficients(d, d_out, support, values)
     featured = np.zeros(N, dtype=bool)
     featured[rows] = True
@@ -260,6 +269,7 @@ def fit(
         featureless_samples=int(N - np.count_nonzero(featured)),
         seconds=seconds,
         heads_before_minimising=heads_before,
+        count_spans=count_spans,
     )
     return _minimised(fitted, lambda: (rows, cols, vals, Y)) if minimise else fitted
 
@@ -345,6 +355,14 @@ def _prefix_counts(sequences: Sequence[np.ndarray], samples: int) -> PrefixCount
     (one-hot programs: a few hundred distinct tokens; not Gaussian test tokens)."""
     counts = PrefixCounts(sequences)
     return counts if counts.vocabulary * COMPRESS_MIN_RATIO <= samples else None
+
+
+def _marginal(block: Block) -> bool:
+    """Did the cut-off drop an eigenvalue above round-off (a real but faint direction)?"""
+    top = float(block.eigenvalues.max()) if block.eigenvalues.size else 0.0
+    noise = top * 64.0 * block.eigenvalues.size * np.finfo(np.float64).eps
+    dropped = block.eigenvalues[block.eigenvalues <= block.cutoff]
+    return bool(np.any(dropped > noise))
 
 
 def cutoff_for(eigenvalues: np.ndarray) -> float:
