@@ -17,7 +17,11 @@ global):
    an all-reduce (max) gives the global figures.
 
 The result is a `solve.Fit` equal to the single-process one up to round-off (summation
-order only: tested to 1e-9). Blocks are always solved in the primal (Gram) form here.
+order only: tested to 1e-9). Where every shard's tokens repeat (one-hot programs), steps 2–3
+move count-compressed rows instead of Grams (compress.py: ≤ |U| rows per current token and
+chunk, the same Gram): one all-gather, and rank 0 solves each block in the dual form when
+the rows are fewer than the columns (`solve.solve_rows`); otherwise the Grams are summed
+and solved in the primal form.
 
 Backends: gloo on CPU (the default; used by `learn(..., workers=N)`), nccl where
 `backend="nccl"` is asked for — the Gram is small, the features are built on the CPU.
@@ -52,8 +56,10 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from lat.learner.compress import PrefixCounts, compress_rows
 from lat.learner.features import Coefficients, block_layout, column_labels, n_features
 from lat.learner.solve import (
+    COMPRESS_MIN_RATIO,
     DENSE_LIMIT,
     Block,
     Fit,
@@ -61,6 +67,7 @@ from lat.learner.solve import (
     row_batches,
     sequence_pairs,
     solve_gram,
+    solve_rows,
     stack_features,
     support_coefficients,
 )
@@ -113,6 +120,17 @@ def sharded_fit(
     if np.any(sizes.astype(np.int64) ** 2 > DENSE_LIMIT):
         raise ValueError("a connected block is too large to solve densely; use fewer traces")
     seconds["components"] = time.perf_counter() - clock
+
+    # 2'. where every shard's tokens repeat enough: count-compressed rows, one all-gather,
+    # and rank 0 solves each block from them (the dual where they are fewer than columns)
+    prefix_counts = PrefixCounts(tokens)
+    compressible = torch.tensor([float(prefix_counts.vocabulary * COMPRESS_MIN_RATIO
+                                       <= max(n_local, 1))])
+    dist.all_reduce(compressible, op=dist.ReduceOp.MIN)
+    if compressible.item() > 0:
+        return _fit_from_rows(pairs, d, d_out, rows, cols, vals, Y, prefix_counts, support,
+                              labels, col_order, col_bounds, support_position, seconds,
+                              pack_heads=pack_heads, minimise=minimise)
 
     # 2. per-block Grams of this shard, one all-reduce
     clock = time.perf_counter()
@@ -180,6 +198,18 @@ def sharded_fit(
     coefficients = Coefficients(d, d_out, support, values)
     seconds["solve"] = time.perf_counter() - clock
 
+    return _checked_fit(d, d_out, N, int(round(buffer[-1])), int(round(buffer[-2])), support,
+                        coefficients, blocks, labels, support_position, V, Q, heads_before,
+                        rows, cols, vals, Y, seconds)
+
+
+def _checked_fit(d: int, d_out: int, N: int, sequences: int, featureless: int,
+                 support: np.ndarray, coefficients: Coefficients, blocks: Sequence[Block],
+                 labels: np.ndarray, support_position: np.ndarray, V: np.ndarray,
+                 Q: np.ndarray, heads_before: int, rows: np.ndarray, cols: np.ndarray,
+                 vals: np.ndarray, Y: np.ndarray, seconds: dict[str, float]) -> Fit:
+    """Step 4: the training errors measured on every shard (one all-reduce, max)."""
+    n_local = Y.shape[0]
     # 4. errors on every shard, one all-reduce (max)
     clock = time.perf_counter()
     predicted = coefficients.predict(rows, cols, vals, n_local)
@@ -198,11 +228,11 @@ def sharded_fit(
         d=d,
         d_out=d_out,
         samples=N,
-        sequences=int(round(buffer[-1])),
+        sequences=sequences,
         features_total=n_features(d),
         features_used=int(support.size),
         coefficients=coefficients,
-        blocks=blocks,
+        blocks=tuple(blocks),
         support_block=labels,
         support_position=support_position,
         V=V,
@@ -210,10 +240,75 @@ def sharded_fit(
         train_max_abs_error=float(errors[1]),
         coefficient_max_abs_error=float(errors[0]),
         output_scale=float(errors[2]),
-        featureless_samples=int(round(buffer[-2])),
+        featureless_samples=featureless,
         seconds=seconds,
         heads_before_minimising=heads_before,
     )
+
+
+def _fit_from_rows(pairs: Sequence, d: int, d_out: int, rows: np.ndarray, cols: np.ndarray,
+                   vals: np.ndarray, Y: np.ndarray, prefix_counts: PrefixCounts,
+                   support: np.ndarray, labels: np.ndarray, col_order: np.ndarray,
+                   col_bounds: np.ndarray, support_position: np.ndarray,
+                   seconds: dict[str, float], *, pack_heads: bool, minimise: bool) -> Fit:
+    """Steps 2–4 from count-compressed rows: each rank compresses its shard's rows of every
+    block (compress.py: the same Gram and XᵀY from ≤ |U| rows per current token), one
+    all-gather brings them to rank 0, which solves every block with `solve_rows`."""
+    clock = time.perf_counter()
+    n_blocks = col_bounds.size - 1
+    position = np.searchsorted(support, cols)
+    entry_block = labels[position]
+    order = np.lexsort((rows, entry_block))
+    entry_bounds = np.searchsorted(entry_block[order], np.arange(n_blocks + 1))
+    compressed = []
+    for b in range(n_blocks):
+        take = order[entry_bounds[b] : entry_bounds[b + 1]]
+        n = int(col_bounds[b + 1] - col_bounds[b])
+        if take.size == 0:
+            compressed.append((np.zeros((0, n)), np.zeros((0, d_out)), 0))
+            continue
+        r, c, v = rows[take], support_position[position[take]], vals[take]
+        starts = np.flatnonzero(np.r_[True, r[1:] != r[:-1]])
+        sample_rows = r[starts]
+        local_row = np.repeat(np.arange(sample_rows.size), np.diff(np.r_[starts, r.size]))
+        Z, Yz = compress_rows(prefix_counts, sample_rows, local_row, c, v, n, Y[sample_rows])
+        compressed.append((Z, Yz, int(sample_rows.size)))
+    featured = np.zeros(Y.shape[0], dtype=bool)
+    featured[rows] = True
+    counts = torch.tensor([float(Y.shape[0]), float(Y.shape[0] - np.count_nonzero(featured)),
+                           float(len(pairs))], dtype=torch.float64)
+    dist.all_reduce(counts, op=dist.ReduceOp.SUM)
+    N, featureless, sequences = (int(round(x)) for x in counts.tolist())
+    if N == 0:
+        raise ValueError("no training samples: every sequence is empty")
+    gathered: list[object] = [None] * dist.get_world_size()
+    dist.all_gather_object(gathered, compressed)
+    seconds["gram"] = time.perf_counter() - clock
+
+    clock = time.perf_counter()
+    payload: list[object] = [None]
+    if dist.get_rank() == 0:
+        values = np.zeros((support.size, d_out))
+        blocks = []
+        for b in range(n_blocks):
+            block_columns = col_order[col_bounds[b] : col_bounds[b + 1]]
+            Z = np.concatenate([shard[b][0] for shard in gathered])
+            Yz = np.concatenate([shard[b][1] for shard in gathered])
+            block, w = solve_rows(Z, Yz, support[block_columns], N,
+                                  sum(shard[b][2] for shard in gathered))
+            values[block_columns] = w
+            blocks.append(block)
+        coefficients = Coefficients(d, d_out, support, values)
+        V, Q, heads_before = heads_of(coefficients, support, pack_heads, minimise, blocks,
+                                      labels, support_position)
+        payload = [(values, tuple(blocks), V, Q, heads_before)]
+    dist.broadcast_object_list(payload, src=0)
+    values, blocks, V, Q, heads_before = payload[0]
+    coefficients = Coefficients(d, d_out, support, values)
+    seconds["solve"] = time.perf_counter() - clock
+    return _checked_fit(d, d_out, N, sequences, featureless, support, coefficients, blocks,
+                        labels, support_position, V, Q, heads_before, rows, cols, vals, Y,
+                        seconds)
 
 
 def _free_port() -> int:

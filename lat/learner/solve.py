@@ -79,7 +79,7 @@ MINIMAL_HEADS_RTOL = 1e-8
 Progress = Callable[[str, int, int], None]
 
 __all__ = ["EIG_RTOL", "Block", "Fit", "fit", "mhla_outputs", "minimal_heads", "row_batches",
-           "sequence_pairs", "support_coefficients"]
+           "sequence_pairs", "solve_rows", "support_coefficients"]
 
 
 @dataclass(frozen=True)
@@ -407,36 +407,43 @@ def _solve_block(
             fitted[first : first + X.shape[0]] = X @ w
         return fitted
 
-    if r < n:  # dual: the r×r kernel has the same nonzero eigenvalues
-        if Z is None:
+    if r < n or compressed:
+        if Z is None:  # dual on the rows as they are
             Z = np.zeros((m, n), dtype=np.float64)
             Z[local_row, cols] = vals
             Yz = Yb
-        lam, A = np.linalg.eigh((Z @ Z.T) / N)
-        cutoff = cutoff_for(lam)
-        keep = lam > cutoff
-        lam_r, A_r = lam[keep], A[:, keep]
-        right = (Z.T @ A_r) / np.sqrt(N * lam_r)  # right singular vectors of X
-        w = right @ ((A_r.T @ Yz) / np.sqrt(N * lam_r)[:, None])  # Xᵀ (XXᵀ)⁺ y
-        # Xᵀa/σ is orthonormal only up to ε·λ_max/λ; re-orthonormalise the same span so the
-        # certificate's projections are accurate to round-off.
-        basis, _ = np.linalg.qr(right)
-        eigenvalues = np.concatenate([np.zeros(n - r), lam])
-        fitted = fitted_rows(w) if compressed else Z @ w
-        return Block(columns, eigenvalues, basis, cutoff, m, True), w, sample_rows, fitted
+        block, w = solve_rows(Z, Yz, columns, N, m)
+        return block, w, sample_rows, fitted_rows(w) if compressed else Z @ w
 
-    if Z is not None:
-        G, XtY = Z.T @ Z, Z.T @ Yz
-    else:
-        G = np.zeros((n, n), dtype=np.float64)
-        XtY = np.zeros((n, Y.shape[1]), dtype=np.float64)
-        for first, X in row_batches(local_row, cols, vals, m, n):
-            G += X.T @ X
-            XtY += X.T @ Yb[first : first + X.shape[0]]
-    G /= N
-    XtY /= N
-    lam, U_r, cutoff, w = solve_gram(G, XtY)
+    G = np.zeros((n, n), dtype=np.float64)
+    XtY = np.zeros((n, Y.shape[1]), dtype=np.float64)
+    for first, X in row_batches(local_row, cols, vals, m, n):
+        G += X.T @ X
+        XtY += X.T @ Yb[first : first + X.shape[0]]
+    lam, U_r, cutoff, w = solve_gram(G / N, XtY / N)
     return Block(columns, lam, U_r, cutoff, m, False), w, sample_rows, fitted_rows(w)
+
+
+def solve_rows(Z: np.ndarray, Yz: np.ndarray, columns: np.ndarray, N: int, samples: int
+               ) -> tuple[Block, np.ndarray]:
+    """Min-norm least squares of one block given rows Z (r, n) and outputs Yz whose ZᵀZ and
+    ZᵀYz are the block's (its rows, or count-compressed ones): the dual r×r kernel when
+    r < n, else the primal Gram. `samples` is the block's real row count."""
+    r, n = Z.shape
+    if r >= n:
+        lam, U_r, cutoff, w = solve_gram((Z.T @ Z) / N, (Z.T @ Yz) / N)
+        return Block(columns, lam, U_r, cutoff, samples, False), w
+    lam, A = np.linalg.eigh((Z @ Z.T) / N)  # the same nonzero eigenvalues as ZᵀZ/N
+    cutoff = cutoff_for(lam)
+    keep = lam > cutoff
+    lam_r, A_r = lam[keep], A[:, keep]
+    right = (Z.T @ A_r) / np.sqrt(N * lam_r)  # right singular vectors of Z
+    w = right @ ((A_r.T @ Yz) / np.sqrt(N * lam_r)[:, None])  # Zᵀ (ZZᵀ)⁺ y
+    # Zᵀa/σ is orthonormal only up to ε·λ_max/λ; re-orthonormalise the same span so the
+    # certificate's projections are accurate to round-off.
+    basis, _ = np.linalg.qr(right)
+    eigenvalues = np.concatenate([np.zeros(n - r), lam])
+    return Block(columns, eigenvalues, basis, cutoff, samples, True), w
 
 
 def solve_gram(G: np.ndarray, XtY: np.ndarray
