@@ -83,14 +83,14 @@ def words(count: int, max_len: int, rng: np.random.Generator) -> list[tuple[str,
 def settings(quick: bool, scale: float) -> dict:
     return {
         "sizes": (2, 3, 4),
-        "max_traces": max(8, int((256 if quick else 1024) * scale)),
+        "max_traces": max(8, int((256 if quick else 512) * scale)),
         "heldout_automata": max(2, int(32 * scale)) if quick else 64,
         "heldout_words": 32,
         "validation_automata": max(2, int(16 * scale)),
         "validation_words": 4,
-        "softmax_budgets": tuple(b for b in ((16, 64, 256) if quick else (16, 64, 256, 1024))
-                                 if b <= max(8, int((256 if quick else 1024) * scale))),
-        "softmax_steps": max(50, int((150 if quick else 600) * scale)),
+        "softmax_budgets": tuple(b for b in (16, 64, 256, 512)
+                                 if b <= max(8, int((256 if quick else 512) * scale))),
+        "softmax_steps": max(50, int((150 if quick else 300) * scale)),
         "head_search_seconds": 10.0 if quick else MINIMISE_SECONDS,
         "softmax_shape": {"width": 32, "layers": 2, "heads": 4},
     }
