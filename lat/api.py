@@ -26,7 +26,7 @@ from lat.compiler.kinds import kind_named, kind_of
 from lat.compiler.kinds import verify_words as verify_words  # public here: the verify domain
 from lat.compiler.lower import DEFAULT_MAX_MEMORY
 from lat.compiler.lower.memory import Embedding
-from lat.runtime.errors import DEFAULT_MAX_STEPS, InputError, ResourceError
+from lat.runtime.errors import DEFAULT_MAX_STEPS, InputError, PrecisionError, ResourceError
 from lat.runtime.execute import RunResult, rollout
 from lat.runtime.model import CompiledModel
 from lat.runtime.storage import is_artifact
@@ -153,8 +153,12 @@ def run(
     device: str = "auto",
     weights: str = "fp32",
     max_steps: int | None = DEFAULT_MAX_STEPS,
+    on_unresolved: str = "flag",
 ) -> dict[str, object]:
     """Execute one input and return the `lat run --json` object.
+
+    A decode margin the number format cannot resolve is reported (`margin_resolved`
+    false) with `on_unresolved="flag"`, and refused with PrecisionError with "raise".
 
     A run takes at most `max_steps` steps (None: no limit). An automaton's input longer than
     that is refused before running; a machine whose bound is above it runs up to the limit
@@ -174,6 +178,10 @@ def run(
     result = rollout(limited, [symbols], reference=reference, kernel=kernel, device=device,
                      weights=weights)[0]
     report = run_report(model, result)
+    if on_unresolved == "raise" and not report["margin_resolved"]:
+        raise PrecisionError(
+            f"decode margin {report['margin']:.3g} is below what the number format "
+            "resolves; the answer cannot be trusted")
     if limited is not model and report["status"] == "step_limit":
         raise ResourceError(
             f"program '{model.interface.program}' took --max-steps {max_steps:,} steps "
