@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import dataclasses
 
+import pytest
 import torch
 
 import lat
 from lat.api import shipped_program, verify
 from lat.api import verify_words as domain_words
 from lat.compiler import compile_source
+from lat.runtime.errors import PrecisionError
 from lat.runtime.model import CompiledModel
+from tests.runtime_fixtures import near_tie
 
 
 def test_domain_is_exhaustive_when_small_and_sampled_otherwise():
@@ -41,3 +44,12 @@ def test_top_level_api(tmp_path):
     report = lat.run(compilation.model, "11")
     assert report["output"] == "accept" and report["trace"] == ["even", "odd", "even"]
     assert lat.verify(compilation, max_len=5).ok
+
+
+def test_run_flags_or_refuses_a_margin_the_format_cannot_resolve():
+    """bf16 rounds a 0.002 gap away: `run` reports it, and refuses it when asked to."""
+    report = lat.api.run(near_tie(0.002), "aab", weights="bf16")
+    assert report["margin_resolved"] is False
+    with pytest.raises(PrecisionError, match="cannot be trusted"):
+        lat.api.run(near_tie(0.002), "aab", weights="bf16", on_unresolved="raise")
+    assert lat.api.run(near_tie(0.002), "aab", on_unresolved="raise")["margin_resolved"]
