@@ -150,7 +150,7 @@ def run(quick: bool = False, out: Path = Path("."), scale: float = 1.0,
     n_test = max(8, int((64 if quick else 500) * scale))
     n_train = max(100, int((400 if quick else 1000) * scale))
     n_domain = max(100, int((300 if quick else 2000) * scale))
-    softmax_steps = max(50, int((150 if quick else 600) * scale))
+    softmax_steps = max(50, int((100 if quick else 600) * scale))
     results = {}
     for name in languages or tuple(LANGUAGES):
         clock = time.perf_counter()
@@ -219,7 +219,7 @@ def run(quick: bool = False, out: Path = Path("."), scale: float = 1.0,
                         "source": "languages of Irie, Csordas and Schmidhuber (2023); not an "
                                   "experiment of arXiv 2410.10101. Full size here: 1,000 "
                                   "training words, 2 design rounds, 500 test words, 600 "
-                                  "softmax steps (quick: 400, 1, 64, 150)",
+                                  "softmax steps (quick: 400, 1, 64, 100)",
                         "test_words": n_test, "test_lengths": [TEST_MIN_LEN, TEST_MAX_LEN],
                         "domain_samples": n_domain,
                         "softmax": {"languages": list(softmax_languages),

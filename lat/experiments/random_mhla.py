@@ -12,7 +12,7 @@ the causal output at every position (every prefix is one sample, as in the paper
   `lstsq` otherwise. Trained on ~1.5·ψ samples.
 - SGD: `lat.learner.sgd.train_sgd` — Adam on an MHLA with the teacher's H heads and with
   d² heads (the paper found d² trains best), float32, batch 32 sequences, a fixed number
-  of steps (400 quick, 1000 full; a step count, not a time budget, so the numbers do not
+  of steps (300 quick, 1000 full; a step count, not a time budget, so the numbers do not
   depend on machine load — far more than Algorithm 1's wall time). The learning rate is
   chosen from SGD_LEARNING_RATES (4 values) on 64 validation sequences with seed 0,
   then 3 seeds run at it; test errors are the median (and min–max) over seeds;
@@ -144,7 +144,7 @@ def run(quick: bool = False, out: Path = Path("."), scale: float = 1.0,
         dims: tuple[int, ...] | None = None, heads: tuple[int, ...] = HEADS) -> dict:
     rng = np.random.default_rng(0)
     dims = dims or (DIMS_QUICK if quick else DIMS)
-    sgd_steps = max(100, int((400 if quick else 1000) * scale))
+    sgd_steps = max(100, int((300 if quick else 1000) * scale))
     factor = 1.5
     results = {}
     histories = {}
@@ -209,7 +209,7 @@ def run(quick: bool = False, out: Path = Path("."), scale: float = 1.0,
                              "AdamW, lr {0.01, 0.001}, 500 epochs, 3 runs (arXiv 2410.10101, "
                              "Sec. 4.1, App. G.1); full size here: d in {4, 8}, T = 16, "
                              "1.5 x d^2(d+1)/2 samples, 1,000 Adam steps per run "
-                             "(quick: 400)",
+                             "(quick: 300)",
                     "sgd": {"optimiser": "Adam", "learning_rates": list(SGD_LEARNING_RATES),
                             "seeds": list(SEEDS), "batch_size": 32, "dtype": "float32",
                             "steps": sgd_steps, "heads": "the teacher's H and d²",

@@ -90,8 +90,8 @@ def settings(quick: bool, scale: float) -> dict:
         "validation_words": 4,
         "softmax_budgets": tuple(b for b in (16, 64, 256, 512)
                                  if b <= max(8, int((256 if quick else 512) * scale))),
-        "softmax_steps": max(50, int((150 if quick else 300) * scale)),
-        "head_search_seconds": 10.0 if quick else MINIMISE_SECONDS,
+        "softmax_steps": max(50, int((100 if quick else 300) * scale)),
+        "head_search_seconds": 5.0 if quick else MINIMISE_SECONDS,
         "softmax_shape": {"width": 32, "layers": 2, "heads": 4},
     }
 
