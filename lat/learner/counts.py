@@ -157,8 +157,9 @@ def pair_outputs(model: CompiledModel, vocabulary: np.ndarray,
     y_t = Σ_u n_u(t) G[:, u, c_t]: the whole model on a finite vocabulary."""
     U = torch.from_numpy(np.asarray(vocabulary, dtype=np.float64))
     C = U[list(currents)]
-    V = model.V.to(torch.float64)
-    Q = model.Q.to(torch.float64)
+    dense = model.dense()  # sparse weights (a big table): the einsums need dense ones
+    V = dense.V.to(torch.float64)
+    Q = dense.Q.to(torch.float64)
     scale = float(model.scale)
     value = torch.einsum("hod,ud->hou", V, U)  # V_h u
     match = torch.einsum("ud,hde,ce->huc", U, Q, C)  # uᵀ Q_h c
