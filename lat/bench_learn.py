@@ -1,5 +1,7 @@
 """`lat bench`'s learner figures: the float64 Gram against the matmul ceiling, the exact
-certificate's domain analysis, and a whole default `learn` of a random automaton."""
+certificate's domain analysis, a whole default `learn` of a random automaton, and (without
+--quick) the benchmark machines of benchmarks/programs: `learn_increment12_s`,
+`learn_copy_s`, their peak resident memory, heads and artifact sizes."""
 
 from __future__ import annotations
 
@@ -89,6 +91,8 @@ def learner_figures(quick: bool) -> dict[str, object]:
     out[f"exact_certificate_{shape['states']}x{shape['symbols']}_seconds"] = (
         learned["phases"]["domain_analysis"])
     out[f"{label}_details"] = {**shape, **learned}
+    if not quick:  # minutes each: the benchmark machines, each in a fresh process
+        out.update(machine_figures())
     return out
 
 

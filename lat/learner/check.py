@@ -41,10 +41,11 @@ class Check:
 
 def check_with_source(source: CompiledModel, model: CompiledModel, domain: Domain, *,
                       count: int, max_len: int, seed: int, dtype: str,
-                      progress: Progress | None) -> Check:
-    """Both models on the certification words (and random words on an exact domain)."""
+                      progress: Progress | None, chunk: int = 256) -> Check:
+    """Both models on the certification words (and random words on an exact domain), run
+    `chunk` words at a time between progress reports."""
     words = _cross_check_words(source, domain, count, max_len, seed)
-    options = {"dtype": dtype, "record": False, "progress": progress}
+    options = {"dtype": dtype, "record": False, "progress": progress, "chunk": chunk}
     expected = rollouts(source, words, phase="check source", **options)
     learned = rollouts(model, words, phase="check", **options)
     mismatches = [e.input for e, r in zip(expected, learned, strict=True)

@@ -43,7 +43,8 @@ from lat.learner.features import Coefficients, column_labels, feature_triples, n
 ZERO_RTOL = 1e-12
 RANK_RTOL = 1e-11
 
-__all__ = ["RANK_RTOL", "ZERO_RTOL", "head_coefficients", "lift", "recover_heads"]
+__all__ = ["RANK_RTOL", "ZERO_RTOL", "head_coefficients", "lift", "recover_heads",
+           "support_coefficients"]
 
 
 def lift(coefficients: Coefficients) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -191,4 +192,28 @@ def head_coefficients(V: np.ndarray, Q: np.ndarray) -> np.ndarray:
     p = W[:, j, k, l] + np.where(j != k, W[:, k, j, l], 0.0)
     out = p.T.copy()
     assert out.shape == (n_features(d), d_out)
+    return out
+
+
+def support_coefficients(V: np.ndarray, Q: np.ndarray, columns: np.ndarray) -> np.ndarray:
+    """p(Θ) of heads V, Q (Corollary A.4) on the given reduced columns: (n, d_out).
+
+    p[{j,k},l] = Σ_h V_h[:,j] Q_h[k,l] (+ V_h[:,k] Q_h[j,l] when j ≠ k). An MHLA's output
+    on any prefix is exactly ⟨p(Θ), H(Z)⟩, so on prefixes whose features lie on these
+    columns this gives the heads' outputs at a cost of O(n·H·d_out) instead of a rollout.
+    """
+    d, d_out = V.shape[2], V.shape[1]
+    j, k, l = feature_triples(d, np.asarray(columns, dtype=np.int64)).T
+    out = np.zeros((j.size, d_out), dtype=np.float64)
+    off = j != k
+    # group by the value-side coordinate: one (n_j × H) @ (H × d_out) product per value
+    for first, second, third, mask in ((j, k, l, None), (k, j, l, off)):
+        idx = np.arange(j.size) if mask is None else np.flatnonzero(mask)
+        by = first[idx]
+        order = np.argsort(by, kind="stable")
+        idx, by = idx[order], by[order]
+        bounds = np.flatnonzero(np.r_[True, by[1:] != by[:-1], True]) if by.size else []
+        for a, b in zip(bounds[:-1], bounds[1:], strict=False):
+            rows = idx[a:b]
+            out[rows] += Q[:, second[rows], third[rows]].T @ V[:, :, int(by[a])]
     return out

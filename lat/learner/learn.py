@@ -168,9 +168,10 @@ def learn(
     the training words and passed to `notify` (one line); over `memory_budget` bytes it is
     refused (`OverBudget`), and the design may add traces only while the estimate stays
     within it. `time_budget` seconds: the exact domain analysis may use half of it (then
-    the domain is a labelled sample), the design rounds half of it; past the deadline the
-    run keeps its last finished fit and skips what is left (`stopped`, `stopped_in`,
-    `skipped` in the report; no certificate or check it had no time for, so no verdict).
+    the domain is a labelled sample), the design rounds half of it, the head search half of
+    what is left; past the deadline the run keeps its last finished fit and skips the rest
+    (`stopped`, `stopped_in`, `skipped` in the report; no certificate or check it had no
+    time for, so no verdict).
     A budget that ends the run before any fit raises `LearnStopped` with what was reached.
 
     Equivalence: on an exact domain proven (equivalence.py) and cross-checked by running
@@ -323,7 +324,7 @@ def learn(
         report["skipped"] = [*report["skipped"], "minimise"]
     elif minimise:
         clock = time.perf_counter()
-        fitted = minimal_heads(fitted, traces, seconds=_left(budget))
+        fitted = minimal_heads(fitted, traces, seconds=_left(budget, 0.5))  # the rest: checks
         seconds["minimise_heads"] = time.perf_counter() - clock
     model = CompiledModel(
         V=torch.from_numpy(fitted.V),
@@ -393,7 +394,8 @@ def learn(
         if source is not None:
             checked = check_with_source(source, model, domain, count=domain_samples,
                                         max_len=domain_max_len or max_len, seed=seed,
-                                        dtype=dtype, progress=guarded)
+                                        dtype=dtype, progress=guarded,
+                                        chunk=32 if time_budget else 256)  # prompt stops
         else:
             checked = check_with_traces(model, traces, dtype=dtype, progress=guarded)
     except BudgetUp as up:
@@ -468,11 +470,11 @@ def _estimate(source: CompiledModel | None, traces: Traces | None,
     return estimate_fit(tokens, source.d_out, len(words))
 
 
-def _left(budget: Budget) -> float | None:
-    """Seconds left before the deadline (None: no time budget)."""
+def _left(budget: Budget, share: float = 1.0) -> float | None:
+    """`share` of the seconds left before the deadline (None: no time budget)."""
     if budget.seconds is None:
         return None
-    return max(0.0, budget.seconds - (time.perf_counter() - budget.started))
+    return share * max(0.0, budget.seconds - (time.perf_counter() - budget.started))
 
 
 def _cap(words: list[Word], have: int, max_traces: int | None) -> tuple[list[Word], bool]:

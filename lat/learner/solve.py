@@ -64,7 +64,7 @@ from lat.learner.features import (  # sequence_pairs, stack_features: re-exporte
     sequence_pairs,
     stack_features,
 )
-from lat.learner.heads import recover_heads
+from lat.learner.heads import recover_heads, support_coefficients  # the latter re-exported
 from lat.learner.minimise import MINIMISE_MAX_HEADS, MINIMISE_SECONDS, minimise_heads
 
 EIG_RTOL = 1e-11
@@ -322,32 +322,6 @@ def _train_error(V: np.ndarray, Q: np.ndarray, support: np.ndarray, rows: np.nda
     learned = Coefficients(d, d_out, support, head_values).predict(rows, cols, vals,
                                                                    Y.shape[0])
     return float(np.abs(learned - Y).max())
-
-
-def support_coefficients(V: np.ndarray, Q: np.ndarray, columns: np.ndarray) -> np.ndarray:
-    """p(Θ) of heads V, Q (Corollary A.4) on the given reduced columns: (n, d_out).
-
-    p[{j,k},l] = Σ_h V_h[:,j] Q_h[k,l] (+ V_h[:,k] Q_h[j,l] when j ≠ k). An MHLA's output
-    on any prefix is exactly ⟨p(Θ), H(Z)⟩, so on prefixes whose features lie on these
-    columns this gives the heads' outputs at a cost of O(n·H·d_out) instead of a rollout.
-    """
-    from lat.learner.features import feature_triples
-
-    d, d_out = V.shape[2], V.shape[1]
-    j, k, l = feature_triples(d, np.asarray(columns, dtype=np.int64)).T
-    out = np.zeros((j.size, d_out), dtype=np.float64)
-    off = j != k
-    # group by the value-side coordinate: one (n_j × H) @ (H × d_out) product per value
-    for first, second, third, mask in ((j, k, l, None), (k, j, l, off)):
-        idx = np.arange(j.size) if mask is None else np.flatnonzero(mask)
-        by = first[idx]
-        order = np.argsort(by, kind="stable")
-        idx, by = idx[order], by[order]
-        bounds = np.flatnonzero(np.r_[True, by[1:] != by[:-1], True]) if by.size else []
-        for a, b in zip(bounds[:-1], bounds[1:], strict=False):
-            rows = idx[a:b]
-            out[rows] += Q[:, second[rows], third[rows]].T @ V[:, :, int(by[a])]
-    return out
 
 
 def _prefix_counts(sequences: Sequence[np.ndarray], samples: int) -> PrefixCounts | None:
