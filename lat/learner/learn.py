@@ -200,11 +200,12 @@ def learn(
     seconds: dict[str, float] = {}
     report: dict[str, object] = {"stopped": None, "stopped_in": None, "skipped": []}
 
-    def stop(up: BudgetUp, skipped: Sequence[str]) -> None:
-        report.update(stopped=up.reason, stopped_in=up.phase, skipped=list(skipped))
+    def stop(up: BudgetUp, *skipped: str) -> None:  # the first budget to end a phase
+        report.update(stopped=report["stopped"] or up.reason, skipped=[*report["skipped"],
+                      *skipped], stopped_in=report["stopped_in"] or up.phase)
 
     def stopped_before_fit(up: BudgetUp, traces_done: int) -> LearnStopped:
-        stop(up, ["fit", "minimise", "certify", "check"])
+        stop(up, "fit", "minimise", "certify", "check")
         return LearnStopped(str(up), {**report, "traces": traces_done, "design_rounds": 0,
                                       "equivalent": None, "certificate": None,
                                       "seconds": {k: round(v, 4) for k, v in seconds.items()}})
@@ -309,7 +310,7 @@ def learn(
                     rounds += 1
         except BudgetUp as up:  # keep the last finished fit
             certify_runs = None
-            stop(up, ["design"])
+            stop(up, "design")
     if capped and memory_cap is not None and (max_traces is None or memory_cap < max_traces):
         report.update(stopped="memory budget", stopped_in="design")
     seconds["fit"] = time.perf_counter() - clock - fitted.seconds.get("train_check", 0.0)
@@ -320,12 +321,14 @@ def learn(
         report["design_details"] = designed.summary()
 
     # -- minimise --------------------------------------------------------------------------
-    if minimise and budget.expired():
-        report["skipped"] = [*report["skipped"], "minimise"]
-    elif minimise:
-        clock = time.perf_counter()
-        fitted = minimal_heads(fitted, traces, seconds=_left(budget, 0.5))  # the rest: checks
-        seconds["minimise_heads"] = time.perf_counter() - clock
+    if minimise:
+        try:  # out of time or memory already: keep Algorithm 1's heads
+            budget.check("minimise")
+            clock = time.perf_counter()
+            fitted = minimal_heads(fitted, traces, seconds=_left(budget, 0.5))
+            seconds["minimise_heads"] = time.perf_counter() - clock
+        except BudgetUp as up:
+            stop(up, "minimise")
     model = CompiledModel(
         V=torch.from_numpy(fitted.V),
         Q=torch.from_numpy(fitted.Q),
@@ -360,9 +363,7 @@ def learn(
                 progress("domain", len(sequences), len(sequences))
         certificate = labelled(certify(fitted, sequences), domain)
     except BudgetUp as up:
-        if report["stopped"] is None:
-            stop(up, [])
-        report["skipped"] = [*report["skipped"], "certify"]
+        stop(up, "certify")
         certificate = labelled(replace(certify(fitted, []), notes=f"not computed: {up}"),
                                 domain)
     seconds["certify"] = time.perf_counter() - clock
@@ -399,9 +400,7 @@ def learn(
         else:
             checked = check_with_traces(model, traces, dtype=dtype, progress=guarded)
     except BudgetUp as up:
-        if report["stopped"] is None:
-            stop(up, [])
-        report["skipped"] = [*report["skipped"], "check"]
+        stop(up, "check")
         checked = not_checked(str(up))
     seconds["check"] = time.perf_counter() - clock
 
