@@ -114,12 +114,18 @@ def machine_learn(name: str, workers: int = 1) -> dict[str, object]:
 
     from lat.compiler import compile_source
     from lat.learner import learn
+    from lat.learner.learn import LearnStopped, OverBudget
 
     file, options = MACHINE_PROGRAMS[name]
     path = Path(__file__).resolve().parent.parent / "benchmarks" / "programs" / file
     compiled = compile_source(path.read_text(encoding="utf-8"), str(path)).model
     started = time.perf_counter()
-    result = learn(compiled, workers=workers, **options)
+    try:
+        result = learn(compiled, workers=workers, **options)
+    except (OverBudget, LearnStopped) as ended:  # a figure too: what the budget allowed
+        return {"seconds": time.perf_counter() - started, "peak_rss_bytes": resource.getrusage(
+            resource.RUSAGE_SELF).ru_maxrss * 1024, "workers": workers, "options": options,
+            "ended": str(ended), "report": getattr(ended, "report", None)}
     seconds = time.perf_counter() - started
     with tempfile.TemporaryDirectory() as folder:
         compiled.save(Path(folder) / "compiled.safetensors")
@@ -156,9 +162,12 @@ def machine_figures(names: tuple[str, ...] = tuple(MACHINE_PROGRAMS),
             child = subprocess.run(
                 [sys.executable, "-c", "import json, sys; from lat.bench_learn import "
                  f"machine_learn; print(json.dumps(machine_learn({name!r}, {count})))"],
-                capture_output=True, text=True, check=True)
-            details = json.loads(child.stdout.strip().splitlines()[-1])
+                capture_output=True, text=True, check=False)
             key = f"learn_{name}" + ("" if count == 1 else f"_workers{count}")
+            if child.returncode != 0:  # say why, and go on with the other figures
+                out[f"{key}_error"] = (child.stderr.strip().splitlines() or ["?"])[-1]
+                continue
+            details = json.loads(child.stdout.strip().splitlines()[-1])
             out[f"{key}_s"] = details["seconds"]
             out[f"{key}_peak_rss_bytes"] = details["peak_rss_bytes"]
             out[f"{key}_details"] = details
