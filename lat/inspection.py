@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from lat.api import check_steps
 from lat.learner.traces import record_traces, sample_words, save_traces
@@ -66,8 +67,22 @@ def context_sizes(bound: CompiledModel) -> dict[str, object]:
             "tokens_for_t_steps": f"c(t) = {prompt} + {per_step}·t"}
 
 
+MAX_HEATMAP_ENTRIES = 4_000_000  # above this (or for sparse weights) only nonzeros are drawn
+
+
+def _nonzeros(tensor: torch.Tensor) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Row, column and value of each nonzero of a 2-D tensor, sparse or dense."""
+    if tensor.layout == torch.sparse_coo:
+        tensor = tensor.coalesce()
+        rows, cols = tensor.indices().numpy()
+        return rows, cols, tensor.values().double().numpy()
+    rows, cols = torch.nonzero(tensor, as_tuple=True)
+    return rows.numpy(), cols.numpy(), tensor[rows, cols].double().numpy()
+
+
 def plot_weights(model: CompiledModel, path: str | Path, max_heads: int = 4) -> Path:
-    """Heatmaps of V_h and Q_h for the first `max_heads` heads, written as a PNG at `path`."""
+    """Heatmaps of V_h and Q_h for the first `max_heads` heads, written as a PNG at `path`
+    (for sparse or very large weights, a scatter of their nonzero entries)."""
     import matplotlib  # only here: describing a model without a plot never loads it
 
     matplotlib.use("Agg")
@@ -78,8 +93,15 @@ def plot_weights(model: CompiledModel, path: str | Path, max_heads: int = 4) -> 
     for h in range(heads):
         for column, (name, tensor) in enumerate((("V", model.V[h]), ("Q", model.Q[h]))):
             axis = axes[h][column]
-            image = axis.imshow(tensor.double().numpy(), cmap="RdBu_r", aspect="auto",
-                                interpolation="nearest")
+            if tensor.layout == torch.sparse_coo or tensor.numel() > MAX_HEATMAP_ENTRIES:
+                # a heatmap of a big one-hot table is one colour: draw its nonzeros instead
+                rows, cols, values = _nonzeros(tensor)
+                image = axis.scatter(cols, rows, c=values, cmap="RdBu_r", s=1, marker="s")
+                axis.set_xlim(-0.5, tensor.shape[1] - 0.5)
+                axis.set_ylim(tensor.shape[0] - 0.5, -0.5)
+            else:
+                image = axis.imshow(tensor.double().numpy(), cmap="RdBu_r", aspect="auto",
+                                    interpolation="nearest")
             axis.set_title(f"{name}_{h}  ({tuple(tensor.shape)[0]}×{tuple(tensor.shape)[1]})")
             axis.set_xlabel("token coordinate")
             axis.set_ylabel("output coordinate" if name == "V" else "token coordinate")

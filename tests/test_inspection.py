@@ -22,6 +22,7 @@ from lat.inspection import (
 from lat.learner import learn
 from lat.learner.traces import load_traces
 from lat.runtime.errors import ResourceError
+from lat.runtime.model import CompiledModel
 
 PROGRAMS = Path(__file__).resolve().parent.parent / "programs"
 
@@ -73,6 +74,14 @@ def test_context_sizes_count_the_prompt_and_the_tokens_per_step():
 
 def test_the_weight_plot_is_a_png(tmp_path, parity):
     path = plot_weights(parity, tmp_path / "weights.png")
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_sparse_weights_are_plotted_as_their_nonzeros(tmp_path, parity):
+    """A big one-hot table is held sparse; its plot draws the nonzeros, never densifying."""
+    sparse = CompiledModel(parity.V.to_sparse(), parity.Q.to_sparse(), parity.interface)
+    assert sparse.sparse
+    path = plot_weights(sparse, tmp_path / "sparse.png")
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
