@@ -65,19 +65,44 @@ def run_experiment(name: str, quick: bool = False, out: Path | str = Path("exper
     load_start = os.getloadavg()[0]
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # tiny problems: one thread is faster and steadier under load
+    blas_threads = _set_blas_threads(1)  # numpy's BLAS likewise (its solves are small)
     started = time.perf_counter()
     cpu_started = time.process_time()
     try:
         result = EXPERIMENTS[name](quick=quick, out=out, scale=scale)
     finally:
         torch.set_num_threads(threads)
+        if blas_threads is not None:
+            _set_blas_threads(blas_threads)
     result = jsonable({"experiment": name, "quick": quick,
                        "size": "quick" if quick else "full", "scale": scale, **result,
                        "seconds_total": round(time.perf_counter() - started, 3),
                        "cpu_seconds": round(time.process_time() - cpu_started, 3),
+                       "threads": {"torch": 1, "blas": 1 if blas_threads is not None
+                                   else "unchanged"},
                        "machine": machine(load_start)})
     (out / f"{name}.json").write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")
     return result
+
+
+def _set_blas_threads(count: int) -> int | None:
+    """Set the thread count of the OpenBLAS numpy ships with (scipy-openblas); return the
+    previous count, or None (and change nothing) for another BLAS. A multi-threaded BLAS
+    on a shared 2-core machine spins while the other core is busy: small solves then run
+    many times slower than on one thread."""
+    import ctypes
+    import glob
+
+    libs = glob.glob(os.path.join(os.path.dirname(np.__file__) + ".libs", "*openblas*.so*"))
+    for path in libs:
+        lib = ctypes.CDLL(path)  # already loaded by numpy: the same library, not a copy
+        get = getattr(lib, "scipy_openblas_get_num_threads64_", None)
+        put = getattr(lib, "scipy_openblas_set_num_threads64_", None)
+        if get is not None and put is not None:
+            previous = int(get())
+            put(ctypes.c_int(count))
+            return previous
+    return None
 
 
 def machine(load_start: float) -> dict:

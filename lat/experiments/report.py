@@ -297,7 +297,7 @@ def _universal(r: dict) -> list[str]:
         f"{sm['width']}, {sm['layers']} layers, {sm['heads']} heads, no positional encoding), "
         f"Adam for {sm['steps']} steps, lr chosen on {sm['validation_automata']} validation "
         f"automata, 3 seeds, trained at N ∈ {{{', '.join(map(str, sm['budgets']))}}} in "
-        "turn until the median seed is exact on every held-out run (exact).", "",
+        "turn until it is exact (the median seed exact on every held-out run).", "",
         "| states | d | traces to exact, plain | traces to exact, + fewest heads | traces to "
         "certified | softmax: traces to exact | softmax exact fraction at largest N "
         "(median [min, max]) | softmax converged |",
@@ -324,9 +324,9 @@ def _universal(r: dict) -> list[str]:
     edge = sum(bool(p.get("lr_at_grid_edge")) for p in soft)
     lines += [
         "", "Traces are read off a doubling grid (upper bounds within a factor 2; "
-        "`curves` in the JSON has every point). " + search + "Softmax converged: at every "
-        "budget every seed's cross-entropy reached 1e-3 or stopped improving (< 10 % over "
-        f"the last quarter); its learning rate was at the grid's edge in {edge} of "
+        "`curves` in the JSON has every point). " + search + "*Softmax converged* means: at "
+        "every budget trained, every seed's cross-entropy reached 1e-3 or stopped improving "
+        f"(< 10 % over the last quarter); its learning rate was at the grid's edge in {edge} of "
         f"{len(soft)} budgets. The paper's DFA "
         "experiment (App. G.2, Fig. 4) trains a much larger softmax Transformer to 99 % "
         "next-token accuracy and reports curves without numbers; not comparable directly.",
