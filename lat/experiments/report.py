@@ -130,7 +130,8 @@ def _quick_timing(quick: dict[str, dict], folder: str) -> list[str]:
                       for name in ORDER)
     return [f"Quick size (`lat experiment NAME --quick`, JSON in `{folder}/quick/`): all six "
             f"together {wall:.0f} s wall ({parts}), CPU time {cpu:.0f} s, load average "
-            f"{min(loads):.1f}–{max(loads):.1f} while they ran (2 = both cores busy) — "
+            f"{min(loads):.1f}–{max(loads):.1f} while they ran (the run itself counts 1; 2 = both "
+            f"cores busy) — "
             f"{verdict} the 5-minute target for all quick runs together.", ""]
 
 
