@@ -189,7 +189,8 @@ def test_committed_results_carry_the_issue_12_figures():
     runs = {p.stem: json.loads(p.read_text()) for p in (ROOT / "results").glob("*.json")}
     assert set(runs) == set(EXPERIMENTS)
     for r in runs.values():
-        assert r["machine"]["cores"] and r["size"] in ("quick", "full")
+        assert r["machine"]["cores"] and r["machine"]["torch"] and r["seconds_total"] > 0
+        assert r["size"] == "full" and r["quick"] is False  # results/ holds the full runs
         assert "uses_head_search" in r and "limitations" in r
     for row in runs["universal-automaton"]["sizes"].values():
         assert row["heldout_runs"] >= 1000
@@ -205,6 +206,32 @@ def test_committed_results_carry_the_issue_12_figures():
         assert row["d"] ** 2 in row["sgd_heads"]
         assert len(row["sgd_learning_rates"]) >= 4 and len(row["sgd_seeds"]) >= 3
         assert "sgd_converged" in row
+
+
+def test_committed_quick_runs_are_quick_and_complete():
+    """results/quick/ holds one `--quick` run of every experiment: the README's quick-total
+    line is generated from them."""
+    quick = {p.stem: json.loads(p.read_text()) for p in (ROOT / "results" / "quick").glob(
+        "*.json")}
+    assert set(quick) == set(EXPERIMENTS)
+    assert all(r["quick"] is True and r["size"] == "quick" for r in quick.values())
+    assert all(r["seconds_total"] > 0 and r["cpu_seconds"] > 0 for r in quick.values())
+
+
+def test_report_states_the_quick_total_against_the_target(tmp_path):
+    from lat.experiments.report import render
+
+    (tmp_path / "quick").mkdir()
+    for path in (ROOT / "results").glob("*.json"):
+        (tmp_path / path.name).write_text(path.read_text())
+    for seconds, verdict in ((10.0, "within"), (100.0, "over")):
+        for path in (ROOT / "results").glob("*.json"):
+            r = json.loads(path.read_text())
+            r["seconds_total"] = seconds
+            (tmp_path / "quick" / path.name).write_text(json.dumps(r))
+        line = next(x for x in render(tmp_path).splitlines() if x.startswith("Quick size"))
+        assert f"together {6 * seconds:.0f} s wall" in line
+        assert f"{verdict} the 5-minute target" in line
 
 
 def test_report_cli_check_passes_and_fails(tmp_path, capsys):
