@@ -175,7 +175,7 @@ def sharded_fit(
 
     # 3. rank 0 solves; broadcast
     clock = time.perf_counter()
-    payload: list[object] = [None]
+    solved = None
     if rank == 0:
         values = np.zeros((support.size, d_out))
         blocks = []
@@ -189,18 +189,31 @@ def sharded_fit(
             values[block_columns] = w
             blocks.append(Block(support[block_columns], lam, U_r, cutoff,
                                 int(round(buffer[at + n * n + n * d_out])), False))
-        coefficients = Coefficients(d, d_out, support, values)
-        V, Q, heads_before = heads_of(coefficients, support, pack_heads, minimise, blocks,
-                                      labels, support_position)
-        payload = [(values, tuple(blocks), V, Q, heads_before)]
-    dist.broadcast_object_list(payload, src=0)
-    values, blocks, V, Q, heads_before = payload[0]
-    coefficients = Coefficients(d, d_out, support, values)
+        solved = (values, blocks)
+    coefficients, blocks, V, Q, heads_before = _shared_heads(
+        solved, d, d_out, support, pack_heads, minimise, labels, support_position)
     seconds["solve"] = time.perf_counter() - clock
 
     return _checked_fit(d, d_out, N, int(round(buffer[-1])), int(round(buffer[-2])), support,
                         coefficients, blocks, labels, support_position, V, Q, heads_before,
                         rows, cols, vals, Y, seconds)
+
+
+def _shared_heads(solved: tuple[np.ndarray, list[Block]] | None, d: int, d_out: int,
+                  support: np.ndarray, pack_heads: bool, minimise: bool, labels: np.ndarray,
+                  support_position: np.ndarray
+                  ) -> tuple[Coefficients, tuple[Block, ...], np.ndarray, np.ndarray, int]:
+    """Rank 0 turns its solved blocks (`solved`; None on the other ranks) into heads; one
+    broadcast gives every rank the coefficients, blocks and heads."""
+    payload: list[object] = [None]
+    if solved is not None:
+        values, blocks = solved
+        V, Q, heads_before = heads_of(Coefficients(d, d_out, support, values), support,
+                                      pack_heads, minimise, blocks, labels, support_position)
+        payload = [(values, tuple(blocks), V, Q, heads_before)]
+    dist.broadcast_object_list(payload, src=0)
+    values, blocks, V, Q, heads_before = payload[0]
+    return Coefficients(d, d_out, support, values), blocks, V, Q, heads_before
 
 
 def _checked_fit(d: int, d_out: int, N: int, sequences: int, featureless: int,
@@ -286,7 +299,7 @@ def _fit_from_rows(pairs: Sequence, d: int, d_out: int, rows: np.ndarray, cols: 
     seconds["gram"] = time.perf_counter() - clock
 
     clock = time.perf_counter()
-    payload: list[object] = [None]
+    solved = None
     if dist.get_rank() == 0:
         values = np.zeros((support.size, d_out))
         blocks = []
@@ -298,13 +311,9 @@ def _fit_from_rows(pairs: Sequence, d: int, d_out: int, rows: np.ndarray, cols: 
                                   sum(shard[b][2] for shard in gathered))
             values[block_columns] = w
             blocks.append(block)
-        coefficients = Coefficients(d, d_out, support, values)
-        V, Q, heads_before = heads_of(coefficients, support, pack_heads, minimise, blocks,
-                                      labels, support_position)
-        payload = [(values, tuple(blocks), V, Q, heads_before)]
-    dist.broadcast_object_list(payload, src=0)
-    values, blocks, V, Q, heads_before = payload[0]
-    coefficients = Coefficients(d, d_out, support, values)
+        solved = (values, blocks)
+    coefficients, blocks, V, Q, heads_before = _shared_heads(
+        solved, d, d_out, support, pack_heads, minimise, labels, support_position)
     seconds["solve"] = time.perf_counter() - clock
     return _checked_fit(d, d_out, N, sequences, featureless, support, coefficients, blocks,
                         labels, support_position, V, Q, heads_before, rows, cols, vals, Y,

@@ -9,6 +9,7 @@ any failure the temporary file is removed and one ArtifactError line is raised.
 from __future__ import annotations
 
 import importlib
+import math
 import os
 import tempfile
 from pathlib import Path
@@ -239,9 +240,7 @@ def _checked_parts(tensors: dict[str, Any], name: str, path: Path) -> tuple | No
     if shape.dtype != torch.int64 or shape.ndim != 1 or bool((shape < 0).any()):
         raise malformed("shape")
     dims = [int(x) for x in shape.tolist()]
-    numel = 1
-    for dim in dims:
-        numel *= dim
+    numel = math.prod(dims)
     if numel * values.element_size() > MAX_DENSE_BYTES:
         raise malformed(f"{numel} entries declared")
     if (indices.ndim != 1 or values.ndim != 1 or indices.numel() != values.numel()
@@ -272,10 +271,7 @@ def dense_from_parts(tensors: dict[str, Any], name: str, path: Path) -> Any:
     if checked is None:
         return None
     positions, values, dims = checked
-    numel = 1
-    for dim in dims:
-        numel *= dim
-    dense = torch.zeros(numel, dtype=values.dtype)
+    dense = torch.zeros(math.prod(dims), dtype=values.dtype)
     dense[positions] = values
     return dense.view(dims)
 
@@ -292,10 +288,7 @@ def tensor_from_parts(tensors: dict[str, Any], name: str, path: Path,
     if checked is None:
         return None
     positions, values, dims = checked
-    numel = 1
-    for dim in dims:
-        numel *= dim
-    if numel * values.element_size() <= dense_limit:
+    if math.prod(dims) * values.element_size() <= dense_limit:
         return dense_from_parts(tensors, name, path)
     indices = torch.zeros(len(dims), positions.numel(), dtype=torch.int64)
     rest = positions
