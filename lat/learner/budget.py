@@ -8,7 +8,10 @@ checked against (docs/ARCHITECTURE.md, "The learner").
 - **Memory.** An estimate over the budget is refused before anything large is built
   (`OverBudget`, with the estimate and the traces that would fit); otherwise the design
   rounds may add traces only up to what the budget allows, and the resident memory is
-  also checked at every progress report.
+  also checked at every progress report. Phases that allocate between reports (head
+  recovery, the fewest-heads search, the check's rollouts) first estimate their own peak
+  from the shapes involved and `reserve` it: with the resident memory it must fit the
+  budget, or the phase does not start (`MemoryUp`, handled as a stopped phase).
 - **Time.** Every progress report checks the clock; past the deadline the phase at work
   stops (`TimeUp`, caught by `learn`), and the run keeps what it reached: the last finished
   fit, without the phases it had no time for. No verdict is made from work not done.
@@ -19,13 +22,17 @@ from __future__ import annotations
 import math
 import os
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
 from lat.learner.features import block_layout, column_labels, prefix_features
+from lat.learner.traces import Traces, record_traces
 from lat.runtime.errors import ResourceError
+from lat.runtime.model import CompiledModel
 
 Progress = Callable[[str, int, int], None]
 
@@ -36,7 +43,9 @@ BYTES_PER_ENTRY = 88
 BASELINE_BYTES = 400 << 20  # the interpreter, torch and numpy, where /proc cannot say
 
 __all__ = ["BASELINE_BYTES", "Budget", "BudgetUp", "Estimate", "MemoryUp", "OverBudget",
-           "TimeUp", "estimate_fit", "format_bytes", "pilot_indices", "resident_bytes"]
+           "TimeUp", "afford_check", "estimate_fit", "estimate_words", "format_bytes",
+           "in_force_room", "note", "pilot_indices", "reserve", "resident_bytes",
+           "rollout_bytes"]
 
 
 class BudgetUp(Exception):
@@ -64,7 +73,9 @@ class Estimate:
 
     `support` and `blocks` are what the pilot reaches (lower bounds for the whole set);
     `bytes` is the estimated peak (this process's resident memory now, plus the fit),
-    `bytes_per_trace` what one more trace adds."""
+    `bytes_per_trace` what one more trace adds. The head count is known only after the
+    fit, so `bytes_per_head` (one head laid out densely, float64) is given apart: head
+    recovery, the head search and the check reserve their own peaks when they start."""
 
     traces: int
     pilot: int
@@ -76,6 +87,7 @@ class Estimate:
     trace_bytes: int
     bytes: int
     bytes_per_trace: int
+    bytes_per_head: int = 0
 
     def affordable_traces(self, memory: int) -> int:
         """Traces whose fit stays within `memory` bytes."""
@@ -86,7 +98,8 @@ class Estimate:
         return (f"{self.traces:,} traces, {self.prefixes:,} prefixes, ~{self.feature_entries:,} "
                 f"feature entries, support ≥ {self.support:,} features in ≥ {self.blocks:,} "
                 f"blocks (largest ≥ {self.largest_block:,}), ~{format_bytes(self.bytes)} "
-                f"peak (from a pilot of {self.pilot} traces)")
+                f"peak (from a pilot of {self.pilot} traces), then "
+                f"{format_bytes(self.bytes_per_head)} per head recovered")
 
     def to_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -114,6 +127,7 @@ class Budget:
     seconds: float | None = None
     memory: int | None = None
     started: float = 0.0
+    notes: list[str] = field(default_factory=list)  # cheaper paths the passes took
 
     def __post_init__(self) -> None:
         if self.seconds is not None and self.seconds <= 0:
@@ -138,6 +152,32 @@ class Budget:
             if resident is not None and resident > self.memory:
                 raise MemoryUp(phase, f" ({format_bytes(resident)} resident)")
 
+    def left(self, share: float = 1.0) -> float | None:
+        """`share` of the seconds left before the deadline (None: no time budget)."""
+        if self.seconds is None:
+            return None
+        return share * max(0.0, self.seconds - (time.perf_counter() - self.started))
+
+    def afford(self, phase: str, needed: int, what: str = "") -> None:
+        """Raise MemoryUp when `needed` more bytes (a phase's estimated peak) on top of the
+        resident memory would pass the memory budget: the phase is then not started."""
+        if self.memory is None:
+            return
+        resident = resident_bytes() or BASELINE_BYTES
+        if resident + needed > self.memory:
+            raise MemoryUp(phase, f" before it started: {what or 'it'} needs ~"
+                           f"{format_bytes(needed)} on top of {format_bytes(resident)} "
+                           f"resident, over the {format_bytes(self.memory)} budget")
+
+    @contextmanager
+    def in_force(self) -> Iterator[Budget]:
+        """Make this the budget `reserve` checks against (within this context)."""
+        token = _IN_FORCE.set(self)
+        try:
+            yield self
+        finally:
+            _IN_FORCE.reset(token)
+
     def guard(self, progress: Progress | None, fraction: float = 1.0) -> Progress | None:
         """`progress` that also checks the budget at every report (unchanged if unlimited);
         with `fraction` < 1 the deadline is that part of the time budget."""
@@ -152,6 +192,54 @@ class Budget:
             part.check(phase)
 
         return guarded
+
+
+_IN_FORCE: ContextVar[Budget | None] = ContextVar("lat_budget_in_force", default=None)
+
+
+def reserve(phase: str, needed: int, what: str = "") -> None:
+    """`Budget.afford` on the budget in force (`Budget.in_force`); nothing without one.
+    Called by the passes themselves (heads.py, minimise.py) just before a big allocation,
+    so a caller need not thread the budget through every fit."""
+    budget = _IN_FORCE.get()
+    if budget is not None:
+        budget.afford(phase, needed, what)
+
+
+def in_force_room() -> int | None:
+    """Bytes the memory budget in force leaves above the resident memory (None: none)."""
+    budget = _IN_FORCE.get()
+    if budget is None or budget.memory is None:
+        return None
+    return budget.memory - (resident_bytes() or BASELINE_BYTES)
+
+
+def note(line: str) -> None:
+    """Record, on the budget in force, a cheaper path a pass took to stay within it."""
+    budget = _IN_FORCE.get()
+    if budget is not None:
+        budget.notes.append(line)
+
+
+def afford_check(budget: Budget, V: np.ndarray, Q: np.ndarray, batch: int) -> None:
+    """MemoryUp ("check") when rolling out heads V, Q `batch` inputs at a time would pass
+    the memory budget (`rollout_bytes`)."""
+    if budget.memory is not None:
+        heads, d_out, d = V.shape
+        budget.afford("check", rollout_bytes(heads, d, d_out, batch, int(np.count_nonzero(Q))),
+                      f"rolling out the {heads:,}-head model")
+
+
+def rollout_bytes(heads: int, d: int, d_out: int, batch: int, nonzeros: int) -> int:
+    """Peak bytes of rolling out a model of `heads` heads (`nonzeros` entries of Q nonzero)
+    `batch` inputs at a time (the runtime's coordinate decoder, lat/runtime/forms): the
+    weights rounded to fp32 (V, Q), Q's nonzero mask and coordinates, the per-code tables
+    (index, head and coefficient per nonzero, padded and unpadded), the state."""
+    weights = heads * d * (d_out + d) * 4
+    mask = heads * d * d
+    tables = nonzeros * (3 * 8 + 2 * (8 + 8 + 4))
+    state = batch * (d + 1) * d_out * 8
+    return int(weights + mask + tables + state)
 
 
 def estimate_fit(tokens: Sequence[np.ndarray], outputs_width: int, total: int) -> Estimate:
@@ -186,7 +274,18 @@ def estimate_fit(tokens: Sequence[np.ndarray], outputs_width: int, total: int) -
         blocks=int(blocks), largest_block=int(largest),
         trace_bytes=int(mean_length * (d + outputs_width) * 8 * total),
         bytes=int((resident_bytes() or BASELINE_BYTES) + dense + per_trace * total),
-        bytes_per_trace=int(math.ceil(per_trace)))
+        bytes_per_trace=int(math.ceil(per_trace)), bytes_per_head=8 * d * (d + outputs_width))
+
+
+def estimate_words(source: CompiledModel | None, traces: Traces | None,
+                   words: Sequence[Sequence[str]]) -> Estimate:
+    """The fit's size from a pilot of the training words (or of the given traces)."""
+    if traces is not None:
+        tokens = [traces.tokens[i] for i in pilot_indices(len(traces))]
+        return estimate_fit(tokens, traces.interface.d_out, len(traces))
+    pilot = [words[i] for i in pilot_indices(len(words))]
+    tokens = record_traces(source, pilot).tokens if pilot else []
+    return estimate_fit(tokens, source.d_out, len(words))
 
 
 def pilot_indices(total: int, count: int = PILOT_WORDS) -> list[int]:

@@ -32,19 +32,39 @@ model is still an exact empirical-risk minimiser, computes the same outputs on e
 training prefix and on every input the certificate covers (whose features lie in the
 span of the training features, inside the support). `recover_heads` packs only when it is
 given that support; the head count is then Σ over packs of the largest block rank.
+
+Memory (docs/ARCHITECTURE.md, "The learner"): before the block SVDs and again before the
+heads are laid out, the peak is estimated from the shapes (`svd_bytes`, `head_bytes`) and
+reserved against the memory budget in force (budget.py); over it, recovery does not start.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+from lat.learner.budget import format_bytes, reserve
 from lat.learner.features import Coefficients, column_labels, feature_triples, n_features
 
 ZERO_RTOL = 1e-12
 RANK_RTOL = 1e-11
 
-__all__ = ["RANK_RTOL", "ZERO_RTOL", "head_coefficients", "lift", "recover_heads",
-           "support_coefficients"]
+__all__ = ["RANK_RTOL", "ZERO_RTOL", "head_bytes", "head_coefficients", "lift",
+           "recover_heads", "support_coefficients", "svd_bytes"]
+
+
+def svd_bytes(shapes: list[tuple[int, int]]) -> int:
+    """Peak bytes of the block SVDs of W's blocks of these (rows, cols) shapes, float64:
+    every block's U, σ, Vᵀ are kept (twice while the rank is cut), and one block at a time
+    is dense, with LAPACK's copy of it and its workspace."""
+    kept = sum(m * min(m, n) + min(m, n) + min(m, n) * n for m, n in shapes)
+    dense = max((2 * m * n + 4 * min(m, n) ** 2 for m, n in shapes), default=0)
+    return 8 * (2 * kept + dense)
+
+
+def head_bytes(heads: int, d: int, d_out: int) -> int:
+    """Bytes of `heads` heads laid out densely: V (heads, d_out, d) and Q (heads, d, d),
+    float64."""
+    return 8 * heads * d * (d_out + d)
 
 
 def lift(coefficients: Coefficients) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -92,6 +112,7 @@ def recover_heads(
         )
     rows, cols, vals = lift(coefficients)
     blocks = _block_svds(rows, cols, vals, d)
+    del rows, cols, vals
     if not blocks:
         return np.zeros((1, d_out, d)), np.zeros((1, d, d))
     sigma_max = max(float(s[0]) for _, _, _, s, _ in blocks)
@@ -105,6 +126,8 @@ def recover_heads(
         return np.zeros((1, d_out, d)), np.zeros((1, d, d))
     packs = _pack(kept, d, support) if support is not None else [[i] for i in range(len(kept))]
     heads = sum(max(kept[i][2].shape[1] for i in pack) for pack in packs)
+    reserve("heads", head_bytes(heads, d, d_out),
+            f"laying out {heads:,} heads (d = {d}, d_out = {d_out})")
     V = np.zeros((heads, d_out * d), dtype=np.float64)
     Q = np.zeros((heads, d * d), dtype=np.float64)
     first = 0
@@ -126,10 +149,15 @@ def _block_svds(rows: np.ndarray, cols: np.ndarray, vals: np.ndarray, d: int) ->
     order = np.argsort(labels, kind="stable")
     labels, rows, cols, vals = labels[order], rows[order], cols[order], vals[order]
     bounds = np.flatnonzero(np.r_[True, labels[1:] != labels[:-1], True])
+    spans = list(zip(bounds[:-1], bounds[1:], strict=True))
+    indexed = [(np.unique(rows[start:stop], return_inverse=True),
+                np.unique(cols[start:stop], return_inverse=True)) for start, stop in spans]
+    shapes = [(r[0].size, c[0].size) for r, c in indexed]
+    needed = svd_bytes(shapes)
+    reserve("heads", needed, f"the SVD of {len(shapes):,} blocks of W (largest "
+            f"{format_bytes(8 * max(m * n for m, n in shapes))} dense)" if shapes else "")
     out = []
-    for start, stop in zip(bounds[:-1], bounds[1:], strict=True):
-        block_rows, r = np.unique(rows[start:stop], return_inverse=True)
-        block_cols, c = np.unique(cols[start:stop], return_inverse=True)
+    for (start, stop), ((block_rows, r), (block_cols, c)) in zip(spans, indexed, strict=True):
         dense = np.zeros((block_rows.size, block_cols.size), dtype=np.float64)
         np.add.at(dense, (r, c), vals[start:stop])  # a pair entry may receive two halves
         u, s, vt = np.linalg.svd(dense, full_matrices=False)

@@ -20,13 +20,13 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
 
-from lat.learner.budget import Budget, BudgetUp, Estimate, OverBudget, estimate_fit, pilot_indices
+from lat.learner.budget import Budget, BudgetUp, OverBudget, afford_check, estimate_words
 from lat.learner.certificate import (
     COVERAGE_TOL,
     Certificate,
@@ -47,7 +47,7 @@ from lat.learner.domain import (
 )
 from lat.learner.equivalence import Equivalence
 from lat.learner.solve import Fit, fit, minimal_heads
-from lat.learner.traces import Traces, merge_traces, record_in_chunks, record_traces, rollouts
+from lat.learner.traces import Traces, merge_traces, record_in_chunks, rollouts
 from lat.runtime.errors import InputError
 from lat.runtime.execute import RunResult
 from lat.runtime.model import CompiledModel
@@ -246,7 +246,7 @@ def learn(
                 source.interface, DEFAULT_SAMPLES if samples is None else samples,
                 input_lengths(source, max_len), np.random.default_rng(seed))
         words, capped = _cap(list(words), 0, max_traces)
-    estimate = _estimate(source, traces, words)
+    estimate = estimate_words(source, traces, words)
     report["estimate"] = estimate.to_dict()
     if notify is not None:
         notify(f"estimate: {estimate.describe()}")
@@ -265,7 +265,7 @@ def learn(
     # -- fit, with data design -------------------------------------------------------------
     clock = time.perf_counter()
     try:
-        fitted = _fit(traces, workers, guarded)
+        fitted = _fit(traces, workers, guarded, budget)
     except BudgetUp as up:
         raise stopped_before_fit(up, len(traces)) from None
     rounds = 0
@@ -288,7 +288,8 @@ def learn(
                     if uncovered:
                         more = merge_traces(traces, record_in_chunks(source, uncovered,
                                                                      design_progress))
-                        fitted, traces, rounds = _fit(more, workers, design_progress), more, 1
+                        fitted, traces = _fit(more, workers, design_progress, budget), more
+                        rounds = 1
             elif design_rounds > 0:
                 converged = False
                 design_rng = np.random.default_rng([seed, 1])
@@ -306,7 +307,7 @@ def learn(
                         break
                     more = merge_traces(traces, record_in_chunks(source, uncovered,
                                                                  design_progress))
-                    fitted, traces = _fit(more, workers, design_progress), more
+                    fitted, traces = _fit(more, workers, design_progress, budget), more
                     rounds += 1
         except BudgetUp as up:  # keep the last finished fit
             certify_runs = None
@@ -316,19 +317,23 @@ def learn(
     seconds["fit"] = time.perf_counter() - clock - fitted.seconds.get("train_check", 0.0)
     seconds["train_check"] = fitted.seconds.get("train_check", 0.0)
     report.update(design_rounds=rounds, design=method, design_converged=converged,
-                  max_traces_reached=capped)
+                  max_traces_reached=capped, memory_notes=budget.notes)
     if designed is not None:
         report["design_details"] = designed.summary()
 
     # -- minimise --------------------------------------------------------------------------
     if minimise:
         try:  # out of time or memory already: keep Algorithm 1's heads
-            budget.check("minimise")
+            budget.check("minimise")  # and its training features, rebuilt after the search
+            budget.afford("minimise", estimate.bytes_per_trace * len(traces), "the features")
             clock = time.perf_counter()
-            fitted = minimal_heads(fitted, traces, seconds=_left(budget, 0.5))
+            with budget.in_force():
+                fitted = minimal_heads(fitted, traces, seconds=budget.left(0.5))
             seconds["minimise_heads"] = time.perf_counter() - clock
         except BudgetUp as up:
             stop(up, "minimise")
+            budget.notes.append(f"minimise skipped ({up}): Algorithm 1's {fitted.heads} "
+                                "heads kept")
     model = CompiledModel(
         V=torch.from_numpy(fitted.V),
         Q=torch.from_numpy(fitted.Q),
@@ -392,6 +397,7 @@ def learn(
     clock = time.perf_counter()
     try:
         budget.check("check")
+        afford_check(budget, fitted.V, fitted.Q, 32 if time_budget else 256)
         if source is not None:
             checked = check_with_source(source, model, domain, count=domain_samples,
                                         max_len=domain_max_len or max_len, seed=seed,
@@ -458,37 +464,21 @@ def _certified_domain(domain: Domain, certificate: Certificate, equivalence: Equ
     }
 
 
-def _estimate(source: CompiledModel | None, traces: Traces | None,
-              words: Sequence[Word]) -> Estimate:
-    """The fit's size from a pilot of the training words (or of the given traces)."""
-    if traces is not None:
-        tokens = [traces.tokens[i] for i in pilot_indices(len(traces))]
-        return estimate_fit(tokens, traces.interface.d_out, len(traces))
-    pilot = [words[i] for i in pilot_indices(len(words))]
-    tokens = record_traces(source, pilot).tokens if pilot else []
-    return estimate_fit(tokens, source.d_out, len(words))
-
-
-def _left(budget: Budget, share: float = 1.0) -> float | None:
-    """`share` of the seconds left before the deadline (None: no time budget)."""
-    if budget.seconds is None:
-        return None
-    return share * max(0.0, budget.seconds - (time.perf_counter() - budget.started))
-
-
 def _cap(words: list[Word], have: int, max_traces: int | None) -> tuple[list[Word], bool]:
     if max_traces is None or have + len(words) <= max_traces:
         return words, False
     return words[: max(0, max_traces - have)], True
 
 
-def _fit(traces: Traces, workers: int, progress: Progress | None) -> Fit:
-    """A fit without the fewest-heads search (learn runs it once, on the final fit)."""
+def _fit(traces: Traces, workers: int, progress: Progress | None, budget: Budget) -> Fit:
+    """A fit without the fewest-heads search (learn runs it once, on the final fit); head
+    recovery reserves its memory against `budget` (heads.py)."""
     if workers > 1:
         from lat.learner.distributed import fit_workers
 
         return fit_workers(traces, workers, minimise=False)
-    return fit(traces, progress=progress, minimise=False)
+    with budget.in_force():
+        return fit(traces, progress=progress, minimise=False)
 
 
 def _check_supported(model: CompiledModel) -> None:

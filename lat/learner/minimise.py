@@ -40,6 +40,11 @@ rather than a failure. After each sweep every head is rebalanced (‖V_h‖ = �
 A head count r is accepted when max |Π(p(Θ) − p̂)| ≤ rtol · max |Π p̂|. ALS is local: the
 result is an upper bound on the minimum (a failed r proves nothing), and `fit` keeps the
 minimised heads only when they are fewer and reproduce the training outputs.
+
+Memory: the projectors (`projector_bytes`) and each head count's normal systems
+(`search_bytes`) are estimated from the shapes before they are built, against the memory
+budget in force (budget.py): the search stops before a projector set that does not fit,
+and tries only the head counts whose systems fit (the budget's notes say so).
 """
 
 from __future__ import annotations
@@ -52,6 +57,7 @@ from functools import cached_property
 import numpy as np
 import torch
 
+from lat.learner.budget import format_bytes, in_force_room, note, reserve
 from lat.learner.features import Coefficients, block_layout, column_labels, feature_triples
 from lat.runtime.device import single_thread
 
@@ -70,7 +76,7 @@ POLISH_STEPS = 40  # sweeps past acceptance, towards the round-off floor
 RIDGE = 1e-13  # relative ridge of every normal solve (× the largest diagonal entry)
 
 __all__ = ["MINIMISE_MAX_HEADS", "MINIMISE_RTOL", "Constraints", "constraints",
-           "minimise_heads"]
+           "minimise_heads", "projector_bytes", "search_bytes"]
 
 
 @dataclass(frozen=True)
@@ -184,6 +190,9 @@ def minimise_heads(
     if coefficients.d != d or coefficients.d_out != d_out:
         raise ValueError(f"coefficients are for d={coefficients.d}, d_out="
                          f"{coefficients.d_out}, not d={d}, d_out={d_out}")
+    if blocks is not None:
+        reserve("minimise", projector_bytes([np.shape(b.basis) for b in blocks]),
+                "the head search's projectors")
     # The systems are small (≲ 10³): one thread avoids the contention that makes
     # multi-threaded BLAS 10–50× slower when other processes share the cores.
     with single_thread():
@@ -191,17 +200,55 @@ def minimise_heads(
         scale = float(np.abs(problem.target).max()) if problem.target.size else 0.0
         if scale == 0.0:
             return np.zeros((1, d_out, d)), np.zeros((1, d, d))
-        return _search(problem, initial, max_heads, iterations, rtol * scale, seed, starts,
+        als = _Alternating(problem)
+        max_heads = _affordable_heads(als, max_heads)
+        return _search(als, initial, max_heads, iterations, rtol * scale, seed, starts,
                        seconds)
 
 
-def _search(problem: Constraints, initial: tuple[np.ndarray, np.ndarray] | None,
+def projector_bytes(shapes: Sequence[tuple[int, int]]) -> int:
+    """Peak bytes of `constraints`' projectors for blocks whose bases have these (size,
+    rank) shapes: where the null space is the smaller side a complete QR (size × size,
+    kept, with R and LAPACK's copy) is built; otherwise the basis itself is used."""
+    return 8 * sum(3 * size * size for size, rank in shapes if rank < size <= 2 * rank)
+
+
+def search_bytes(als: _Alternating, r: int) -> int:
+    """Peak bytes of one alternating sweep with `r` heads: the V-step's (r·d)² normal
+    matrix (with its scatter, ridge copy and factor), the Q-step's per-component normals,
+    a projector block's dense (r·entries)² pair arrays in `_normal`, the per-entry
+    products, and the head sets in play (current, next, merged start)."""
+    d, d_out = als.problem.d, als.problem.d_out
+    v_normal = 5 * (r * d) ** 2
+    q_normal = 4 * r * r * int((als.component_sizes.astype(np.float64) ** 2).sum())
+    block = 8 * max((r * entries.size) ** 2 for entries, _, _ in als.projector_blocks) \
+        if als.projector_blocks else 0
+    identity = 6 * (2 * r) ** 2 * als.identity_slots.shape[0]
+    entries = 4 * r * als.E * (d_out + 2)
+    heads = 4 * r * d * (d_out + d)
+    return 8 * (max(v_normal, q_normal, block, identity) + entries + heads)
+
+
+def _affordable_heads(als: _Alternating, max_heads: int) -> int:
+    """The largest head count ≤ `max_heads` whose sweeps fit the memory budget in force;
+    MemoryUp when not even one head does."""
+    room = in_force_room()
+    if room is None:
+        return max_heads
+    reserve("minimise", search_bytes(als, 1), "the head search's normal systems")
+    fits = max(r for r in range(1, max_heads + 1) if search_bytes(als, r) <= room)
+    if fits < max_heads:
+        note(f"minimise: head counts above {fits} not tried (their normal systems need "
+             f"~{format_bytes(search_bytes(als, fits + 1))}, over the memory budget)")
+    return fits
+
+
+def _search(als: _Alternating, initial: tuple[np.ndarray, np.ndarray] | None,
             max_heads: int, iterations: int, tol: float, seed: int, starts: int,
             seconds: float) -> tuple[np.ndarray, np.ndarray] | None:
-    d, d_out = problem.d, problem.d_out
+    d, d_out = als.problem.d, als.problem.d_out
     rng = np.random.default_rng(seed)
     deadline = time.perf_counter() + seconds
-    als = _Alternating(problem)
     for r in range(1, max_heads + 1):
         for start in range(starts):
             if start == 0 and initial is not None:
@@ -267,6 +314,7 @@ class _Alternating:
         self.q_component = column_labels(group[self.entry_row], self.entry_q,
                                          self.q_pairs.size)
         self.n_components = int(self.q_component.max()) + 1 if self.q_pairs.size else 0
+        self.component_sizes = np.bincount(self.q_component, minlength=self.n_components)
         entry_block = problem.block[self.entry_row]
         order = np.argsort(entry_block, kind="stable")
         bounds = np.searchsorted(entry_block[order], np.arange(len(problem.projectors) + 1))
