@@ -88,11 +88,19 @@ class Estimate:
     bytes: int
     bytes_per_trace: int
     bytes_per_head: int = 0
+    resident: int = 0  # of this process when estimated (part of `bytes`)
 
     def affordable_traces(self, memory: int) -> int:
         """Traces whose fit stays within `memory` bytes."""
         fixed = self.bytes - self.traces * self.bytes_per_trace
         return max(0, (memory - fixed) // max(self.bytes_per_trace, 1))
+
+    def affordable_now(self, memory: int, heads_bytes: int) -> int:
+        """Traces a refit may have now, while the process holds more than when estimated
+        (the last fit, kept until the refit is done) and the refit's heads take about
+        `heads_bytes` (those of the fit it replaces)."""
+        held = (resident_bytes() or BASELINE_BYTES) - self.resident + heads_bytes
+        return self.affordable_traces(memory - max(held, 0))
 
     def describe(self) -> str:
         return (f"{self.traces:,} traces, {self.prefixes:,} prefixes, ~{self.feature_entries:,} "
@@ -263,6 +271,7 @@ def estimate_fit(tokens: Sequence[np.ndarray], outputs_width: int, total: int) -
         sizes = np.diff(bounds)
         support, blocks, largest = columns.size, sizes.size, int(sizes.max())
     scale = total / max(pilot, 1)
+    resident = resident_bytes() or BASELINE_BYTES
     mean_length = float(lengths.mean()) if pilot else 0.0
     per_trace = (mean_length * (d + outputs_width) * 8  # the trace itself, float64
                  + mean_length * outputs_width * 8 * 2  # outputs stacked and predicted
@@ -273,7 +282,7 @@ def estimate_fit(tokens: Sequence[np.ndarray], outputs_width: int, total: int) -
         feature_entries=int(round(entries * scale)), support=int(support),
         blocks=int(blocks), largest_block=int(largest),
         trace_bytes=int(mean_length * (d + outputs_width) * 8 * total),
-        bytes=int((resident_bytes() or BASELINE_BYTES) + dense + per_trace * total),
+        bytes=int(resident + dense + per_trace * total), resident=resident,
         bytes_per_trace=int(math.ceil(per_trace)), bytes_per_head=8 * d * (d + outputs_width))
 
 

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 import torch
 
-from lat.learner.budget import Budget, BudgetUp, OverBudget, afford_check, estimate_words
+from lat.learner.budget import Budget, BudgetUp, MemoryUp, OverBudget, afford_check, estimate_words
 from lat.learner.certificate import (
     COVERAGE_TOL,
     Certificate,
@@ -172,7 +172,10 @@ def learn(
     what is left; past the deadline the run keeps its last finished fit and skips the rest
     (`stopped`, `stopped_in`, `skipped` in the report; no certificate or check it had no
     time for, so no verdict).
-    A budget that ends the run before any fit raises `LearnStopped` with what was reached.
+    Head recovery, the head search and the check reserve their estimated peak first; over
+    the memory budget recovery does not start, the search tries fewer head counts or is
+    skipped (Algorithm 1's heads kept; `memory_notes`), the check is skipped. A budget that
+    ends the run before any fit (no model) raises `LearnStopped`.
 
     Equivalence: on an exact domain proven (equivalence.py) and cross-checked by running
     both models on the certification words and `domain_samples` random words; on a sampled
@@ -250,11 +253,8 @@ def learn(
     report["estimate"] = estimate.to_dict()
     if notify is not None:
         notify(f"estimate: {estimate.describe()}")
-    memory_cap = None
-    if memory_budget is not None:
-        if estimate.bytes > memory_budget:
-            raise OverBudget(estimate, memory_budget)
-        memory_cap = estimate.affordable_traces(memory_budget)
+    if memory_budget is not None and estimate.bytes > memory_budget:
+        raise OverBudget(estimate, memory_budget)
     if traces is None:
         try:
             traces = record_in_chunks(source, words, guarded)
@@ -271,7 +271,14 @@ def learn(
     rounds = 0
     converged: bool | None = None  # None: no sampled design rounds ran
     certify_runs: list[RunResult] | None = None
-    cap = max_traces if memory_cap is None else min(memory_cap, max_traces or memory_cap)
+    memory_caps: list[int] = []  # traces each refit may have beside the fit held meanwhile
+
+    def cap() -> int | None:
+        if memory_budget is not None:
+            memory_caps.append(estimate.affordable_now(memory_budget, fitted.V.nbytes
+                                                       + fitted.Q.nbytes))
+        return min((c for c in (max_traces, *memory_caps[-1:]) if c is not None), default=None)
+
     design_progress = budget.guard(progress, 0.5)
     if source is not None and method != "given":
         try:
@@ -283,7 +290,7 @@ def learn(
                 uncovered = [w for w, r in zip(words, residuals, strict=True)
                              if r > COVERAGE_TOL]
                 if uncovered and design_rounds > 0:
-                    uncovered, cut = _cap(uncovered, len(traces), cap)
+                    uncovered, cut = _cap(uncovered, len(traces), cap())
                     capped |= cut
                     if uncovered:
                         more = merge_traces(traces, record_in_chunks(source, uncovered,
@@ -301,7 +308,7 @@ def learn(
                     if not uncovered:
                         converged = True
                         break
-                    uncovered, cut = _cap(uncovered, len(traces), cap)
+                    uncovered, cut = _cap(uncovered, len(traces), cap())
                     capped |= cut
                     if not uncovered:
                         break
@@ -312,7 +319,7 @@ def learn(
         except BudgetUp as up:  # keep the last finished fit
             certify_runs = None
             stop(up, "design")
-    if capped and memory_cap is not None and (max_traces is None or memory_cap < max_traces):
+    if capped and memory_caps and (max_traces is None or memory_caps[-1] < max_traces):
         report.update(stopped="memory budget", stopped_in="design")
     seconds["fit"] = time.perf_counter() - clock - fitted.seconds.get("train_check", 0.0)
     seconds["train_check"] = fitted.seconds.get("train_check", 0.0)
@@ -332,8 +339,9 @@ def learn(
             seconds["minimise_heads"] = time.perf_counter() - clock
         except BudgetUp as up:
             stop(up, "minimise")
-            budget.notes.append(f"minimise skipped ({up}): Algorithm 1's {fitted.heads} "
-                                "heads kept")
+            if isinstance(up, MemoryUp):  # the cheaper path: Algorithm 1's heads
+                budget.notes.append(f"minimise skipped ({up}): Algorithm 1's {fitted.heads} "
+                                    "heads kept")
     model = CompiledModel(
         V=torch.from_numpy(fitted.V),
         Q=torch.from_numpy(fitted.Q),
