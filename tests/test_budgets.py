@@ -198,8 +198,8 @@ def test_a_generous_memory_budget_changes_nothing(parity):
     free, budgeted = learn(parity, **options), learn(parity, **options,
                                                      memory_budget=64 << 30)
     first, second = free.to_json(), budgeted.to_json()
-    for report in (first, second):
-        report.pop("seconds")
+    for report in (first, second):  # the estimate includes the resident memory at the time
+        report.pop("seconds"), report.pop("estimate")
     assert first == second and second["memory_notes"] == []
     assert np.array_equal(free.model.Q.numpy(), budgeted.model.Q.numpy())
 
@@ -250,3 +250,17 @@ def test_rollout_bytes_covers_the_decoders_weights_and_state():
     indices = torch.stack(torch.nonzero(mask, as_tuple=True))
     held = sum(t.numel() * t.element_size() for t in (Q, V, state, mask, indices))
     assert held <= budget_module.rollout_bytes(heads, d, d_out, batch, heads * d * d)
+
+
+def test_a_refit_may_have_only_what_the_budget_leaves_beside_the_fit_held(parity,
+                                                                         monkeypatch):
+    resident = {"now": 1 << 30}
+    monkeypatch.setattr(budget_module, "resident_bytes", lambda: resident["now"])
+    estimate = estimate_fit(record_traces(parity, [("0", "1", "1")]).tokens, parity.d_out,
+                            total=300)
+    per_trace = estimate.bytes_per_trace
+    memory = estimate.bytes + 100 * per_trace
+    assert estimate.affordable_now(memory, 0) == estimate.affordable_traces(memory) == 400
+    resident["now"] += 50 * per_trace  # the last fit and its heads, held during the refit
+    assert estimate.affordable_now(memory, 0) == 350
+    assert estimate.affordable_now(memory, 10 * per_trace) == 340  # the refit's own heads
