@@ -240,14 +240,16 @@ def afford_check(budget: Budget, V: np.ndarray, Q: np.ndarray, batch: int) -> No
 
 def rollout_bytes(heads: int, d: int, d_out: int, batch: int, nonzeros: int) -> int:
     """Peak bytes of rolling out a model of `heads` heads (`nonzeros` entries of Q nonzero)
-    `batch` inputs at a time (the runtime's coordinate decoder, lat/runtime/forms): the
-    weights rounded to fp32 (V, Q), Q's nonzero mask and coordinates, the per-code tables
-    (index, head and coefficient per nonzero, padded and unpadded), the state."""
-    weights = heads * d * (d_out + d) * 4
-    mask = heads * d * d
-    tables = nonzeros * (3 * 8 + 2 * (8 + 8 + 4))
-    state = batch * (d + 1) * d_out * 8
-    return int(weights + mask + tables + state)
+    `batch` inputs at a time with the runtime's coordinate decoder (lat/runtime/forms): |V|
+    and |Q| in float64 for the rounding bound, then two decoders (the outputs' and the
+    bound's), each holding V and Q in fp32, its value table and its per-code tables (index,
+    head and coefficient per nonzero, padded and unpadded), while one of them is built
+    (Q's nonzero mask and coordinates), and the state."""
+    weights = heads * d * (d_out + d)
+    decoder = 4 * weights + 4 * (d + 1) * heads * d_out + 2 * nonzeros * (8 + 8 + 4)
+    building = heads * d * d + 2 * 3 * 8 * nonzeros + 2 * 8 * nonzeros
+    state = 2 * batch * (d + 1) * d_out * 8
+    return int(8 * weights + 2 * decoder + building + state)
 
 
 def estimate_fit(tokens: Sequence[np.ndarray], outputs_width: int, total: int) -> Estimate:
