@@ -41,10 +41,9 @@ A head count r is accepted when max |Π(p(Θ) − p̂)| ≤ rtol · max |Π p̂|
 result is an upper bound on the minimum (a failed r proves nothing), and `fit` keeps the
 minimised heads only when they are fewer and reproduce the training outputs.
 
-Memory: the projectors (`projector_bytes`) and each head count's normal systems
-(`search_bytes`) are estimated from the shapes before they are built, against the memory
-budget in force (budget.py): the search stops before a projector set that does not fit,
-and tries only the head counts whose systems fit (the budget's notes say so).
+Memory: the projectors and each head count's normal systems are estimated from the shapes
+first (`projector_bytes`, `search_bytes`) against the memory budget in force (budget.py):
+the search does not start, or tries only the head counts that fit (noted on the budget).
 """
 
 from __future__ import annotations
@@ -190,9 +189,8 @@ def minimise_heads(
     if coefficients.d != d or coefficients.d_out != d_out:
         raise ValueError(f"coefficients are for d={coefficients.d}, d_out="
                          f"{coefficients.d_out}, not d={d}, d_out={d_out}")
-    if blocks is not None:
-        reserve("minimise", projector_bytes([np.shape(b.basis) for b in blocks]),
-                "the head search's projectors")
+    if blocks is not None:  # before the projectors are built
+        reserve("minimise", projector_bytes([np.shape(b.basis) for b in blocks]), "projectors")
     # The systems are small (≲ 10³): one thread avoids the contention that makes
     # multi-threaded BLAS 10–50× slower when other processes share the cores.
     with single_thread():
@@ -221,8 +219,7 @@ def search_bytes(als: _Alternating, r: int) -> int:
     d, d_out = als.problem.d, als.problem.d_out
     v_normal = 5 * (r * d) ** 2
     q_normal = 4 * r * r * int((als.component_sizes.astype(np.float64) ** 2).sum())
-    block = 8 * max((r * entries.size) ** 2 for entries, _, _ in als.projector_blocks) \
-        if als.projector_blocks else 0
+    block = 8 * max(((r * e.size) ** 2 for e, _, _ in als.projector_blocks), default=0)
     identity = 6 * (2 * r) ** 2 * als.identity_slots.shape[0]
     entries = 4 * r * als.E * (d_out + 2)
     heads = 4 * r * d * (d_out + d)
