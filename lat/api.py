@@ -210,7 +210,8 @@ def certification(model: CompiledModel, symbols: Sequence[str]) -> tuple[bool, s
     if bound is not None and len(symbols) > int(bound):
         return False, (f"the input has {len(symbols)} symbols; equivalence is proven up to "
                        f"{bound}")
-    return True, f"proven over {certified.get('domain')}"
+    within = f" up to {int(bound):,} symbols" if bound is not None else ""
+    return True, f"proven over {certified.get('domain')}{within}"
 
 
 def expected_report(declaration: Checked, word: tuple[str, ...]) -> dict[str, object]:

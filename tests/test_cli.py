@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 import subprocess
 import sys
 import time
@@ -512,6 +513,7 @@ def test_learned_artifact_shows_its_certificate(tmp_path, capsys):
     assert code == 0 and "exact: every word over {0, 1} of every length" in out
     code, out, err = lat("run", str(learned), "--input", "1101", capsys=capsys)
     assert code == 0 and "certified: proven over every word" in out and not err
+    assert re.search(r"up to\s+[\d,]+\s+symbols", out)  # the proof's length bound is named
     sampled = tmp_path / "sampled.safetensors"
     lat("learn", str(PROGRAMS / "parity.lat"), "--no-exact", "--samples", "50", "--max-len",
         "6", "-o", str(sampled), "--json", capsys=capsys)
