@@ -263,21 +263,11 @@ def _stored_both(tensors: dict[str, Any], name: str, path: Path) -> bool:
 def dense_from_parts(tensors: dict[str, Any], name: str, path: Path) -> Any:
     """The tensor `name` of a file: stored dense, or rebuilt dense from its sparse parts
     (checked: a bounded shape, ascending in-range positions, one value per position)."""
-    import torch
-
-    if _stored_both(tensors, name, path):
-        return tensors[name]
-    checked = _checked_parts(tensors, name, path)
-    if checked is None:
-        return None
-    positions, values, dims = checked
-    dense = torch.zeros(math.prod(dims), dtype=values.dtype)
-    dense[positions] = values
-    return dense.view(dims)
+    return tensor_from_parts(tensors, name, path, dense_limit=math.inf)
 
 
 def tensor_from_parts(tensors: dict[str, Any], name: str, path: Path,
-                      dense_limit: int) -> Any:
+                      dense_limit: float) -> Any:
     """Like `dense_from_parts`, but a tensor whose dense form is above `dense_limit`
     bytes comes back as a sparse COO tensor (checked the same way), never densified."""
     import torch
@@ -289,7 +279,9 @@ def tensor_from_parts(tensors: dict[str, Any], name: str, path: Path,
         return None
     positions, values, dims = checked
     if math.prod(dims) * values.element_size() <= dense_limit:
-        return dense_from_parts(tensors, name, path)
+        dense = torch.zeros(math.prod(dims), dtype=values.dtype)
+        dense[positions] = values
+        return dense.view(dims)
     indices = torch.zeros(len(dims), positions.numel(), dtype=torch.int64)
     rest = positions
     for axis in range(len(dims) - 1, -1, -1):  # flat row-major → one index per axis
