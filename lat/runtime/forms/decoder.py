@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from lat.runtime.forms.layouts import fold, prepare, state_dtype, weight_dtype
+from lat.runtime.forms.layouts import finish, fold, prepare, state_dtype, weight_dtype
 
 
 class TokenDecoder:
@@ -200,8 +200,4 @@ class TokenDecoder:
             if F > 1:
                 y = y.view(B, F, d_out).sum(1)
         self.length += 1
-        if self.scale != 1.0:
-            y = y * self.scale
-        if self.normalise:
-            y = y / self.length
-        return y
+        return finish(y[:, None], self.scale, self.normalise, start=self.length - 1)[:, 0]

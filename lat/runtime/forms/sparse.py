@@ -303,8 +303,4 @@ class SparseDecoder:
                      self.entries.index_select(0, position) * sign.index_select(0, owner))
         y = y.view(B, d_out)
         self.length += 1
-        if self.scale != 1.0:
-            y = y * self.scale
-        if self.normalise:
-            y = y / self.length
-        return y
+        return finish(y[:, None], self.scale, self.normalise, start=self.length - 1)[:, 0]
