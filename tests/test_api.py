@@ -53,3 +53,18 @@ def test_run_flags_or_refuses_a_margin_the_format_cannot_resolve():
     with pytest.raises(PrecisionError, match="cannot be trusted"):
         lat.api.run(near_tie(0.002), "aab", weights="bf16", on_unresolved="raise")
     assert lat.api.run(near_tie(0.002), "aab", on_unresolved="raise")["margin_resolved"]
+
+
+def test_a_proof_covers_inputs_up_to_its_length_bound_and_no_further():
+    """`lat run` may call an answer certified only within the length the proof reaches."""
+    from lat.learner import learn
+
+    source = compile_source(shipped_program("parity.lat"), "parity.lat").model
+    learned = learn(source, seed=0).model
+    certified, reason = lat.api.certification(learned, tuple("1101"))
+    assert certified and "up to" in reason and "symbols" in reason
+    bound = dict(learned.info["certified"], up_to_length=3)
+    shortened = dataclasses.replace(learned, info={**learned.info, "certified": bound})
+    assert lat.api.certification(shortened, tuple("110"))[0] is True
+    certified, reason = lat.api.certification(shortened, tuple("1101"))
+    assert not certified and "proven up to 3" in reason
