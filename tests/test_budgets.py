@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from lat.learner import alternating as alternating_module
 from lat.learner import budget as budget_module
 from lat.learner import heads as heads_module
 from lat.learner import learn
@@ -234,7 +235,7 @@ def test_search_bytes_covers_the_v_step_normal_matrix_and_grows_with_heads():
                  minimise=False)
     problem = minimise_module.constraints(fitted.coefficients, fitted.blocks,
                                           fitted.support_block, fitted.support_position)
-    als = minimise_module._Alternating(problem)
+    als = alternating_module.Alternating(problem)
     for r in (1, 2, 4):
         normal = np.zeros((r * fitted.d) ** 2)  # the V-step's (r·d)² normal matrix
         assert minimise_module.search_bytes(als, r) >= normal.nbytes

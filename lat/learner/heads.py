@@ -48,8 +48,8 @@ from lat.learner.features import Coefficients, column_labels, feature_triples, n
 ZERO_RTOL = 1e-12
 RANK_RTOL = 1e-11
 
-__all__ = ["RANK_RTOL", "ZERO_RTOL", "head_bytes", "head_coefficients", "lift",
-           "recover_heads", "support_coefficients", "svd_bytes"]
+__all__ = ["RANK_RTOL", "ZERO_RTOL", "head_bytes", "head_coefficients", "heads_from_entries",
+           "lift", "recover_heads", "support_coefficients", "svd_bytes"]
 
 
 def svd_bytes(shapes: list[tuple[int, int]]) -> int:
@@ -111,6 +111,15 @@ def recover_heads(
             f"not d={d}, d_out={d_out}"
         )
     rows, cols, vals = lift(coefficients)
+    return heads_from_entries(rows, cols, vals, d, d_out, support=support)
+
+
+def heads_from_entries(rows: np.ndarray, cols: np.ndarray, vals: np.ndarray, d: int,
+                       d_out: int, *, support: np.ndarray | None = None
+                       ) -> tuple[np.ndarray, np.ndarray]:
+    """Heads (V, Q) with Σ_h vec(V_h) vec(Q_h)ᵀ = W, for W given as COO entries (rows
+    (a, j), cols (k, l); repeated entries add): block SVDs, then packing against `support`
+    as in `recover_heads`. A zero W gives one all-zero head."""
     blocks = _block_svds(rows, cols, vals, d)
     del rows, cols, vals
     if not blocks:

@@ -46,6 +46,7 @@ from lat.learner.domain import (
     sample_words_of_lengths,
 )
 from lat.learner.equivalence import Equivalence
+from lat.learner.gauge import coordinate_groups
 from lat.learner.solve import Fit, fit, minimal_heads
 from lat.learner.traces import Traces, merge_traces, record_in_chunks, rollouts
 from lat.runtime.errors import InputError
@@ -335,7 +336,8 @@ def learn(
             budget.afford("minimise", estimate.bytes_per_trace * len(traces), "the features")
             clock = time.perf_counter()
             with budget.in_force():
-                fitted = minimal_heads(fitted, traces, seconds=budget.left(0.5))
+                fitted = minimal_heads(fitted, traces, seconds=budget.left(0.5),
+                                       groups=coordinate_groups(traces.interface))
             seconds["minimise_heads"] = time.perf_counter() - clock
         except BudgetUp as up:
             stop(up, "minimise")

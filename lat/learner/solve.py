@@ -35,10 +35,8 @@ The kept eigenpairs give w_b = U_r diag(1/λ_r) U_rᵀ (X_bᵀY_b/N), followed b
 iterative refinement against the accumulated Gram.
 
 The fit then recovers heads (heads.py) and reports `train_max_abs_error` from those heads
-— the MHLA outputs of the learned V, Q on every training prefix, in float64, computed
-exactly as ⟨p(V, Q), H(Z)⟩ from the heads' own coefficients on the support (every training
-feature lies there; `support_coefficients`) — so that any loss in head recovery shows up
-in the number a user reads.
+on every training prefix (exactly, as ⟨p(V, Q), H(Z)⟩ on the support), so that any loss in
+head recovery shows up in the number a user reads.
 """
 
 from __future__ import annotations
@@ -64,6 +62,7 @@ from lat.learner.features import (  # sequence_pairs, stack_features: re-exporte
     sequence_pairs,
     stack_features,
 )
+from lat.learner.gauge import Pattern, sparse_heads
 from lat.learner.heads import recover_heads, support_coefficients  # the latter re-exported
 from lat.learner.minimise import MINIMISE_MAX_HEADS, MINIMISE_SECONDS, minimise_heads
 
@@ -75,6 +74,8 @@ DENSE_LIMIT = 1 << 27  # largest dense array of one block (numbers), primal or d
 # × max(1, max|y|) (or as well as Algorithm 1's heads did): 100× below the certificate's
 # realizability threshold, so minimising can never cost a certificate.
 MINIMAL_HEADS_RTOL = 1e-8
+# the sparse gauge runs on fits with more heads than the alternating search tries
+GAUGE_MIN_HEADS = MINIMISE_MAX_HEADS
 
 Progress = Callable[[str, int, int], None]
 
@@ -147,30 +148,27 @@ def heads_of(
     support_position: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray, int]:
     """Heads from the coefficients: SVD (packed on the support), then the fewest-heads
-    search (minimise.py) unless `minimise` is False. With the fit's `blocks` the search may
-    also move along the data's null space. Returns V, Q and the head count before it."""
+    search (minimise.py) unless `minimise` is False, along the data's null space with the
+    fit's `blocks`. Returns V, Q and the head count before the search."""
     d, d_out = coefficients.d, coefficients.d_out
     V, Q = recover_heads(coefficients, d, d_out, support=support if pack_heads else None)
-    heads_before = int(V.shape[0])
-    if minimise:
-        found = _fewer_heads(coefficients, blocks, support_block, support_position, V, Q)
-        if found is not None:
-            V, Q = found
-    return V, Q, heads_before
+    found = (_fewer_heads(coefficients, blocks, support_block, support_position, V, Q)
+             if minimise else None)
+    return (*(found or (V, Q)), int(V.shape[0]))
 
 
 def _fewer_heads(coefficients: Coefficients, blocks: Sequence[Block] | None,
                  support_block: np.ndarray | None, support_position: np.ndarray | None,
-                 V: np.ndarray, Q: np.ndarray, seconds: float | None = None
-                 ) -> tuple[np.ndarray, np.ndarray] | None:
-    """Fewer heads than (V, Q) with the same outputs on the training span, or None."""
+                 V: np.ndarray, Q: np.ndarray, seconds: float | None = None,
+                 pattern: Pattern | None = None) -> tuple[np.ndarray, np.ndarray] | None:
+    """Fewer heads than (V, Q) with the outputs on the training span (in `pattern`), or None."""
     if V.shape[0] <= 1 or (seconds is not None and seconds <= 0):
         return None
     limit = {} if seconds is None else {"seconds": min(seconds, MINIMISE_SECONDS)}
     found = minimise_heads(coefficients, coefficients.d, coefficients.d_out, blocks=blocks,
                            support_block=support_block, support_position=support_position,
                            max_heads=min(V.shape[0] - 1, MINIMISE_MAX_HEADS), initial=(V, Q),
-                           **limit)
+                           pattern=pattern, descending=pattern is not None, **limit)
     return found if found is not None and found[0].shape[0] < V.shape[0] else None
 
 
@@ -274,42 +272,57 @@ def fit(
     return _minimised(fitted, lambda: (rows, cols, vals, Y)) if minimise else fitted
 
 
-def minimal_heads(fitted: Fit, data: object, seconds: float | None = None) -> Fit:
+def minimal_heads(fitted: Fit, data: object, seconds: float | None = None,
+                  groups: np.ndarray | None = None) -> Fit:
     """`fitted` with the fewest heads the minimiser finds (minimise.py), or unchanged.
 
-    For callers that fit several times and keep only the last fit (`learn`'s data design):
-    fit with minimise=False, then minimise once. `data` are the fit's training sequences;
-    the training error is recomputed from the new heads on every training prefix; `seconds`
-    bounds the search (default the minimiser's own limit)."""
+    For callers that fit several times and keep only the last (`learn`'s data design): fit
+    with minimise=False, then minimise once. `data` are the fit's training sequences;
+    `seconds` bounds the search (default the minimiser's own limit). `groups` (the token
+    field of every coordinate, `gauge.coordinate_groups`) lets a fit with more heads than
+    the search reaches start from the sparse gauge (gauge.py), inside its pattern."""
     def training() -> tuple[np.ndarray, ...]:
         pairs = sequence_pairs(data)
         rows, cols, vals = stack_features([t for t, _ in pairs], None)
         return rows, cols, vals, np.concatenate([o for _, o in pairs], axis=0)
 
-    return _minimised(fitted, training, seconds)
+    return _minimised(fitted, training, seconds, groups)
 
 
 def _minimised(fitted: Fit, training: Callable[[], tuple[np.ndarray, ...]],
-               seconds_limit: float | None = None) -> Fit:
-    """The fewest-heads search on `fitted`; the new heads are kept only when they
-    reproduce every training output (`training()` gives its features and outputs, built
-    only then) to MINIMAL_HEADS_RTOL × max(1, max|y|), or as well as the old ones did."""
+               seconds_limit: float | None = None, groups: np.ndarray | None = None) -> Fit:
+    """The fewest-heads search on `fitted`; new heads are kept only when they reproduce
+    every training output (`training()` gives its features and outputs, built only then)
+    to MINIMAL_HEADS_RTOL × max(1, max|y|), or as well as the old ones did. Candidates, in
+    order: the alternating search's, then the sparse gauge's (when it ran)."""
     seconds = dict(fitted.seconds)
+    limit = MINIMISE_SECONDS if seconds_limit is None else min(seconds_limit, MINIMISE_SECONDS)
     clock = time.perf_counter()
+    gauge = None
+    if groups is not None and fitted.heads > GAUGE_MIN_HEADS and limit > 0:
+        gauge = sparse_heads(fitted.coefficients, fitted.blocks, fitted.support_block,
+                             fitted.support_position, groups, deadline=clock + limit / 2)
+        gauge = gauge if gauge is not None and gauge.heads < fitted.heads else None
+    start = (gauge.V, gauge.Q) if gauge is not None else (fitted.V, fitted.Q)
     found = _fewer_heads(fitted.coefficients, fitted.blocks, fitted.support_block,
-                         fitted.support_position, fitted.V, fitted.Q, seconds_limit)
+                         fitted.support_position, *start,
+                         limit - (time.perf_counter() - clock),
+                         gauge.pattern if gauge is not None else None)
     seconds["heads"] = seconds.get("heads", 0.0) + time.perf_counter() - clock
-    if found is None:
+    candidates = [c for c in (found, start if gauge is not None else None) if c is not None]
+    if not candidates:
         return replace(fitted, seconds=seconds)
-    V, Q = found
     clock = time.perf_counter()
     rows, cols, vals, Y = training()
-    train_error = _train_error(V, Q, fitted.support, rows, cols, vals, Y)
+    allowed = max(fitted.train_max_abs_error, MINIMAL_HEADS_RTOL * max(1.0, fitted.output_scale))
+    kept = fitted  # unless fewer heads give the same outputs
+    for V, Q in candidates:
+        train_error = _train_error(V, Q, fitted.support, rows, cols, vals, Y)
+        if train_error <= allowed:
+            kept = replace(fitted, V=V, Q=Q, train_max_abs_error=train_error)
+            break
     seconds["train_check"] = seconds.get("train_check", 0.0) + time.perf_counter() - clock
-    if train_error > max(fitted.train_max_abs_error,
-                         MINIMAL_HEADS_RTOL * max(1.0, fitted.output_scale)):
-        return replace(fitted, seconds=seconds)  # fewer heads, but not the same outputs
-    return replace(fitted, V=V, Q=Q, train_max_abs_error=train_error, seconds=seconds)
+    return replace(kept, seconds=seconds)
 
 
 def _train_error(V: np.ndarray, Q: np.ndarray, support: np.ndarray, rows: np.ndarray,

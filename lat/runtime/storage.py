@@ -145,7 +145,7 @@ def read_safetensors(
 # Sparse tensors on disk: one-hot tables as indices + values
 # --------------------------------------------------------------------------------------
 
-SPARSE_MIN_BYTES = 1 << 20  # smaller tensors stay dense (nothing to gain)
+SPARSE_MIN_BYTES = 1 << 16  # smaller tensors stay dense (nothing worth saving)
 MAX_DENSE_BYTES = 1 << 36  # a sparse tensor declaring more than this is refused
 SPARSE_PARTS = ("indices", "values", "shape")
 

@@ -1,0 +1,312 @@
+"""A sparse gauge: among the coefficients with the same training outputs, a sparse one
+whose heads are few (docs/ARCHITECTURE.md, "The learner").
+
+Every p with Π_b (p − p̂_b) = 0 on every block b gives the same output on every training
+prefix and on every input the certificate covers (minimise.py). Algorithm 1's p̂ is the
+minimum-norm member of that set, which spreads over every linear relation of one-hot
+features (a tape cell's symbols sum to one, so a constant moves freely between cells), and
+its heads follow: 515 heads for a 5-state binary-increment machine whose compiled model
+has 6. This pass picks a sparse member instead, by a sequence of small feasibility checks —
+does some p, zero outside the rows still allowed, meet the block's constraints? (one
+least-squares solve on that block's span basis, rank × allowed rows):
+
+1. **Field pattern.** A token's coordinates fall into the Interface's fields. A head whose
+   value map reads the fields 𝒱 and whose query map pairs (key field, query field) in 𝒬
+   has coefficients only on triples 𝒱 × 𝒬. The (unordered field pair, query field)
+   triples the training outputs do not need are dropped, most rows first; then each
+   orientation of the kept pairs (which field the value map reads) is a variant.
+2. **Query columns.** Inside a variant's pattern, the query columns (k, l) of W are
+   dropped one at a time (fewest entries first) while every block stays feasible.
+3. **Heads.** The sparse p is lifted to W along its orientation (a row with both
+   orientations allowed is split evenly), and heads come from W's block SVDs, packed where
+   cross terms fall off the support (heads.py).
+
+The variant with the fewest heads is returned with its pattern, inside which the
+alternating search (minimise.py) may look for fewer still. Greedy elimination is a
+heuristic: the head count is an upper bound on the minimum, never a claim about it; the
+caller keeps the heads only when they reproduce the training outputs (solve.py).
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from lat.learner.features import Coefficients, column_labels, feature_triples
+from lat.learner.heads import ZERO_RTOL, heads_from_entries
+from lat.runtime.interface import Interface
+
+GAUGE_RTOL = 1e-9  # a block is feasible when its constraint residual ≤ this × max |Uᵀp̂|
+NULL_EIG = 1e-9  # eigenvalues of UᵀU restricted to the allowed rows that count as zero
+MAX_VARIANTS = 8  # orientations tried (2^pairs, in order, at most this many)
+
+__all__ = ["GAUGE_RTOL", "Gauge", "Pattern", "coordinate_groups", "sparse_heads"]
+
+
+def coordinate_groups(interface: Interface) -> np.ndarray:
+    """The token field (its index in the Interface) of every token coordinate."""
+    widths = [f.width for f in interface.token_fields]
+    return np.repeat(np.arange(len(widths)), widths).astype(np.int64)
+
+
+@dataclass(frozen=True)
+class Pattern:
+    """Value fields 𝒱 and (key field, query field) pairs 𝒬 a head set may use."""
+
+    groups: np.ndarray  # field of every token coordinate
+    value_fields: frozenset[int]
+    query_pairs: frozenset[tuple[int, int]]
+
+    def allows(self, m: np.ndarray, qk: np.ndarray, ql: np.ndarray) -> np.ndarray:
+        """Which entries V[:, m]·Q[qk, ql] the pattern allows."""
+        fields = len(np.unique(self.groups)) + 1
+        codes = [a * fields + b for a, b in self.query_pairs]
+        return (np.isin(self.groups[m], list(self.value_fields))
+                & np.isin(self.groups[qk] * fields + self.groups[ql], codes))
+
+    def describe(self, names: Sequence[str] | None = None) -> str:
+        name = (lambda f: names[f]) if names is not None else str
+        reads = ", ".join(name(f) for f in sorted(self.value_fields))
+        pairs = ", ".join(f"{name(k)}→{name(q)}" for k, q in sorted(self.query_pairs))
+        return f"values read {reads}; queries pair {pairs}"
+
+
+@dataclass(frozen=True)
+class Gauge:
+    """The fewest heads found, their pattern, and what was tried."""
+
+    V: np.ndarray
+    Q: np.ndarray
+    pattern: Pattern
+    variants: int
+    complete: bool  # False: the deadline cut the elimination short (still exact)
+
+    @property
+    def heads(self) -> int:
+        return int(self.V.shape[0])
+
+
+class _Rows:
+    """The support rows, their two orientations as entries, and each block's constraints."""
+
+    def __init__(self, coefficients: Coefficients, blocks: Sequence, support_block: np.ndarray,
+                 support_position: np.ndarray) -> None:
+        d = coefficients.d
+        self.d = d
+        self.values = np.asarray(coefficients.values, dtype=np.float64)
+        j, k, l = feature_triples(d, coefficients.columns).T
+        self.n = n = j.size
+        off = np.flatnonzero(j != k)
+        self.j, self.k, self.l = j, k, l
+        self.entry_row = np.r_[np.arange(n), off]
+        self.m = np.r_[j, k[off]]
+        self.qk = np.r_[k, j[off]]
+        self.ql = np.r_[l, l[off]]
+        self.block = np.asarray(support_block, dtype=np.int64)
+        self.rows_of = [np.flatnonzero(self.block == b) for b in range(len(blocks))]
+        self.bases = [np.asarray(item.basis, dtype=np.float64)[support_position[rows]]
+                      for item, rows in zip(blocks, self.rows_of, strict=True)]
+        self.targets = [basis.T @ self.values[rows]
+                        for basis, rows in zip(self.bases, self.rows_of, strict=True)]
+        top = max((float(np.abs(t).max()) for t in self.targets if t.size), default=0.0)
+        self.tol = GAUGE_RTOL * top
+
+    def free_rows(self, entries: np.ndarray) -> np.ndarray:
+        free = np.zeros(self.n, dtype=bool)
+        free[self.entry_row[entries]] = True
+        return free
+
+    def solve(self, free: np.ndarray, blocks: Sequence[int] | np.ndarray
+              ) -> tuple[bool, dict[int, np.ndarray]]:
+        """Is some p, zero off `free`, feasible on these blocks? With its minimum-norm
+        values on each block's free rows.
+
+        With A = U[free] (the free rows of the block's span basis), p = A x meets the
+        constraints Aᵀp = t exactly when t lies in the range of G = AᵀA (rank × rank,
+        eigenvalues in [0, 1] since U is orthonormal); eigenvalues ≤ NULL_EIG count as
+        zero, so a p that would need a near-singular direction is refused, not amplified."""
+        out = {}
+        for b in blocks:
+            rows = self.rows_of[b]
+            keep = free[rows]
+            target = self.targets[b]
+            A = self.bases[b][keep]
+            eigenvalues, vectors = np.linalg.eigh(A.T @ A)
+            null = eigenvalues <= NULL_EIG
+            if target.size and null.any():
+                stray = vectors[:, null] @ (vectors[:, null].T @ target)
+                if float(np.abs(stray).max()) > self.tol:
+                    return False, out
+            kept = vectors[:, ~null]
+            out[b] = A @ (kept @ ((kept.T @ target) / eigenvalues[~null][:, None]))
+        return True, out
+
+
+def sparse_heads(coefficients: Coefficients, blocks: Sequence, support_block: np.ndarray,
+                 support_position: np.ndarray, groups: np.ndarray,
+                 deadline: float | None = None) -> Gauge | None:
+    """The fewest heads over the pattern variants (module docstring), or None when no
+    variant could be built (no coefficients, or the deadline passed before the first)."""
+    groups = np.asarray(groups, dtype=np.int64)
+    rows = _Rows(coefficients, blocks, support_block, support_position)
+    if rows.n == 0 or not rows.targets:
+        return None
+    best: Gauge | None = None
+    variants = _variants(rows, groups, deadline)
+    # the smallest pattern first: cheapest to search, and fewer entries rarely need more heads
+    allowed = [pattern.allows(rows.m, rows.qk, rows.ql) for pattern in variants]
+    order = sorted(range(len(variants)), key=lambda i: int(allowed[i].sum()))
+    for count, i in enumerate(order, start=1):
+        pattern = variants[i]
+        if deadline is not None and time.perf_counter() > deadline and best is not None:
+            break
+        entries, complete = _drop_columns(rows, allowed[i], deadline)
+        entries = _balance(rows, entries, allowed[i], deadline)
+        V, Q = _heads(rows, entries, coefficients)
+        if best is None or V.shape[0] < best.heads:
+            best = Gauge(V, Q, pattern, count, complete)
+        else:
+            best = Gauge(best.V, best.Q, best.pattern, count, best.complete and complete)
+    return best
+
+
+def _variants(rows: _Rows, groups: np.ndarray, deadline: float | None) -> list[Pattern]:
+    """Step 1: the field triples the outputs need, then one pattern per orientation."""
+    fj, fk, fl = groups[rows.j], groups[rows.k], groups[rows.l]
+    lo, hi = np.minimum(fj, fk), np.maximum(fj, fk)
+    fields = int(groups.max()) + 1
+    unit = (lo * fields + hi) * fields + fl
+    free = np.ones(rows.n, dtype=bool)
+    units, counts = np.unique(unit, return_counts=True)
+    for u in units[np.argsort(-counts, kind="stable")]:
+        if deadline is not None and time.perf_counter() > deadline:
+            break
+        members = unit == u
+        trial = free & ~members
+        feasible, _ = rows.solve(trial, np.unique(rows.block[members]))
+        if feasible:
+            free = trial
+    kept = {(int(a), int(b), int(q)) for a, b, q in
+            zip(lo[free], hi[free], fl[free], strict=True)}
+    pairs = sorted({(a, b) for a, b, _ in kept if a != b})
+    patterns, seen = [], set()
+    for flips in itertools.islice(itertools.product((False, True), repeat=len(pairs)),
+                                  MAX_VARIANTS):
+        reads = dict(zip(pairs, flips, strict=True))
+        value_fields, query_pairs = set(), set()
+        for a, b, q in kept:
+            value, key = (b, a) if a != b and reads[(a, b)] else (a, b)
+            value_fields.add(value)
+            query_pairs.add((key, q))
+        key = (frozenset(value_fields), frozenset(query_pairs))
+        if key not in seen:
+            seen.add(key)
+            patterns.append(Pattern(groups, *key))
+    return patterns
+
+
+def _drop_columns(rows: _Rows, allowed: np.ndarray, deadline: float | None
+                  ) -> tuple[np.ndarray, bool]:
+    """Step 2: drop query columns (k, l) while every block stays feasible."""
+    entries = allowed.copy()
+    candidates = np.flatnonzero(allowed)
+    column = rows.qk[candidates] * rows.d + rows.ql[candidates]
+    by_column = candidates[np.argsort(column, kind="stable")]
+    names, starts, counts = np.unique(np.sort(column), return_index=True, return_counts=True)
+    for c in np.argsort(counts, kind="stable"):
+        if deadline is not None and time.perf_counter() > deadline:
+            return entries, False
+        members = by_column[starts[c]: starts[c] + counts[c]]
+        trial = entries.copy()
+        trial[members] = False
+        free = rows.free_rows(trial)
+        lost = rows.entry_row[members][~free[rows.entry_row[members]]]
+        # rows that keep another entry stay free: nothing to check
+        if lost.size == 0 or rows.solve(free, np.unique(rows.block[lost]))[0]:
+            entries = trial
+    return entries, True
+
+
+def _balance(rows: _Rows, entries: np.ndarray, allowed: np.ndarray, deadline: float | None,
+             rounds: int = 64) -> np.ndarray:
+    """Step 2b: move query columns out of the busiest block of W.
+
+    Heads are shared across W's blocks (query columns linked through a common value
+    coordinate), so their count is set by the busiest block, whose rank is at most its
+    columns. A column (k, l) of the busiest block may move to another key k′ — its allowed
+    but dropped column (k′, l) restored in its place — when the constraints still hold and
+    the block k′ belongs to stays below the busiest."""
+    d = rows.d
+    candidates = np.flatnonzero(allowed)
+    codes = rows.qk[candidates] * d + rows.ql[candidates]
+    order = np.argsort(codes, kind="stable")
+    names, starts = np.unique(codes[order], return_index=True)
+    ends = np.r_[starts[1:], order.size]
+
+    def members(key: int, query: int) -> np.ndarray:  # allowed entries of column (key, query)
+        at = int(np.searchsorted(names, key * d + query))
+        if at == names.size or names[at] != key * d + query:
+            return np.zeros(0, dtype=np.int64)
+        return candidates[order[starts[at]: ends[at]]]
+
+    for _ in range(rounds):
+        if deadline is not None and time.perf_counter() > deadline:
+            break
+        chosen = np.flatnonzero(entries)
+        columns, column_of = np.unique(rows.qk[chosen] * d + rows.ql[chosen],
+                                       return_inverse=True)
+        block = column_labels(rows.m[chosen], column_of, columns.size)
+        load = np.bincount(block)
+        key_load = np.zeros(d, dtype=np.int64)
+        np.maximum.at(key_load, columns // d, load[block])
+        busiest = int(np.argmax(load))
+        moved = False
+        for column in columns[block == busiest]:
+            key, query = divmod(int(column), d)
+            here = members(key, query)
+            here = here[entries[here]]
+            for other in np.argsort(key_load, kind="stable"):
+                if key_load[other] + 1 >= load[busiest]:
+                    break
+                there = members(int(other), query)
+                there = there[~entries[there]]
+                if not there.size:
+                    continue
+                trial = entries.copy()
+                trial[here], trial[there] = False, True
+                touched = np.unique(rows.block[rows.entry_row[np.r_[here, there]]])
+                if rows.solve(rows.free_rows(trial), touched)[0]:
+                    entries, moved = trial, True
+                    break
+            if moved:
+                break
+        if not moved:
+            break
+    return entries
+
+
+def _heads(rows: _Rows, entries: np.ndarray, coefficients: Coefficients
+           ) -> tuple[np.ndarray, np.ndarray]:
+    """Step 3: the sparse p on the allowed rows, lifted along its entries, to heads."""
+    free = rows.free_rows(entries)
+    feasible, solved = rows.solve(free, range(len(rows.rows_of)))
+    if not feasible:  # cannot happen after the checks above; refuse rather than mislead
+        raise AssertionError("the sparse gauge lost feasibility")
+    p = np.zeros_like(rows.values)
+    for b, x in solved.items():
+        block_rows = rows.rows_of[b]
+        p[block_rows[free[block_rows]]] = x
+    chosen = np.flatnonzero(entries)
+    share = 1.0 / np.bincount(rows.entry_row[chosen], minlength=rows.n)[rows.entry_row[chosen]]
+    values = p[rows.entry_row[chosen]] * share[:, None]  # (entries, d_out)
+    scale = float(np.abs(values).max()) if values.size else 0.0
+    which, a = np.nonzero(np.abs(values) > ZERO_RTOL * scale)
+    e = chosen[which]
+    d = rows.d
+    return heads_from_entries(a * d + rows.m[e], rows.qk[e] * d + rows.ql[e],
+                              values[which, a], d, coefficients.d_out,
+                              support=coefficients.columns)

@@ -1,0 +1,100 @@
+"""The sparse gauge: few heads with the training outputs of Algorithm 1 (lat.learner.gauge)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from lat import api
+from lat.learner.gauge import Pattern, _Rows, coordinate_groups, sparse_heads
+from lat.learner.solve import fit, mhla_outputs, minimal_heads
+from lat.learner.traces import record_traces, sample_words
+
+BUSY = "programs/busy.lat"  # a 4-state machine on 8 cells: 5 compiled heads
+
+
+@pytest.fixture(scope="module")
+def busy():
+    model = api.compile_file(BUSY).model
+    words = sample_words(model.interface, 400, 8, np.random.default_rng(0))
+    traces = record_traces(model, words)
+    return model, traces, fit(traces, minimise=False)
+
+
+def _max_error(V, Q, traces) -> float:
+    learned = mhla_outputs(V, Q, traces.tokens)
+    return max(float(np.abs(a - b).max()) for a, b in zip(learned, traces.outputs, strict=True))
+
+
+def test_coordinate_groups_follow_the_token_fields():
+    model = api.compile_file(BUSY).model
+    groups = coordinate_groups(model.interface)
+    widths = [f.width for f in model.interface.token_fields]
+    assert groups.size == model.interface.d
+    assert np.bincount(groups).tolist() == widths
+    assert np.all(np.diff(groups) >= 0)
+
+
+def test_pattern_allows_only_its_value_fields_and_query_pairs():
+    groups = np.array([0, 1, 1, 2, 2])
+    pattern = Pattern(groups, frozenset({1}), frozenset({(2, 0)}))
+    m, qk, ql = np.array([1, 2, 1, 3]), np.array([3, 3, 1, 4]), np.array([0, 0, 0, 0])
+    assert pattern.allows(m, qk, ql).tolist() == [True, True, False, False]
+    described = pattern.describe(["bos", "cell", "symbol"])
+    assert described == "values read cell; queries pair symbol→bos"
+
+
+def test_gauge_reaches_the_compiled_head_count_with_the_same_outputs(busy):
+    """Algorithm 1 spreads the fit over the data's null space (17 heads); the gauge's
+    sparse member of the same solution set needs no more heads than the compiler's."""
+    model, traces, fitted = busy
+    assert fitted.heads > model.V.shape[0]
+    gauge = sparse_heads(fitted.coefficients, fitted.blocks, fitted.support_block,
+                         fitted.support_position, coordinate_groups(model.interface))
+    assert gauge is not None and gauge.complete
+    assert gauge.heads <= model.V.shape[0]
+    assert _max_error(gauge.V, gauge.Q, traces) <= 1e-10
+    # the value maps read one field, the query maps only the fields the pattern names
+    fields = coordinate_groups(model.interface)
+    read = np.flatnonzero(np.abs(gauge.V).sum(axis=(0, 1)) > 0)
+    assert set(fields[read]) <= set(gauge.pattern.value_fields)
+    k, l = np.nonzero(np.abs(gauge.Q).sum(axis=0) > 0)
+    assert {(int(a), int(b)) for a, b in zip(fields[k], fields[l], strict=True)} <= \
+        set(gauge.pattern.query_pairs)
+
+
+def test_gauge_heads_agree_with_algorithm_1_off_the_training_set(busy):
+    """Both head sets meet the same constraints on the training span, so they agree on
+    inputs whose features lie in it — here fresh words of the same lengths."""
+    model, _, fitted = busy
+    gauge = sparse_heads(fitted.coefficients, fitted.blocks, fitted.support_block,
+                         fitted.support_position, coordinate_groups(model.interface))
+    fresh = record_traces(model, sample_words(model.interface, 100, 8,
+                                              np.random.default_rng(1)))
+    ours = mhla_outputs(gauge.V, gauge.Q, fresh.tokens)
+    theirs = mhla_outputs(fitted.V, fitted.Q, fresh.tokens)
+    assert max(float(np.abs(a - b).max()) for a, b in zip(ours, theirs, strict=True)) <= 1e-9
+
+
+def test_a_block_without_its_rows_is_infeasible(busy):
+    """The feasibility check refuses a p that cannot meet a block's constraints."""
+    _, _, fitted = busy
+    rows = _Rows(fitted.coefficients, fitted.blocks, fitted.support_block,
+                 fitted.support_position)
+    b = max(range(len(rows.targets)), key=lambda i: float(np.abs(rows.targets[i]).max()))
+    every = np.ones(rows.n, dtype=bool)
+    assert rows.solve(every, [b])[0]
+    assert not rows.solve(np.zeros(rows.n, dtype=bool), [b])[0]
+    feasible, values = rows.solve(every, [b])
+    np.testing.assert_allclose(rows.bases[b].T @ values[b], rows.targets[b], atol=1e-12)
+
+
+def test_minimal_heads_starts_from_the_gauge_given_the_fields(busy):
+    model, traces, fitted = busy
+    without = minimal_heads(fitted, traces, seconds=0.0)
+    assert without.heads == fitted.heads  # no time: Algorithm 1's heads kept
+    found = minimal_heads(fitted, traces, seconds=20.0,
+                          groups=coordinate_groups(model.interface))
+    assert found.heads <= model.V.shape[0]
+    assert found.train_max_abs_error <= 1e-8
+    assert _max_error(found.V, found.Q, traces) <= 1e-8
