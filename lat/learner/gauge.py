@@ -150,7 +150,8 @@ def sparse_heads(coefficients: Coefficients, blocks: Sequence, support_block: np
                  support_position: np.ndarray, groups: np.ndarray,
                  deadline: float | None = None) -> Gauge | None:
     """The fewest heads over the pattern variants (module docstring), or None when no
-    variant could be built (no coefficients, or the deadline passed before the first)."""
+    variant was built (no coefficients, or the deadline passed before the first's columns
+    were dropped). A variant cut short by the deadline still gives exact heads."""
     groups = np.asarray(groups, dtype=np.int64)
     rows = _Rows(coefficients, blocks, support_block, support_position)
     if rows.n == 0 or not rows.targets:
@@ -162,8 +163,8 @@ def sparse_heads(coefficients: Coefficients, blocks: Sequence, support_block: np
     order = sorted(range(len(variants)), key=lambda i: int(allowed[i].sum()))
     for count, i in enumerate(order, start=1):
         pattern = variants[i]
-        if deadline is not None and time.perf_counter() > deadline and best is not None:
-            break
+        if deadline is not None and time.perf_counter() > deadline:
+            break  # a pattern with nothing dropped is not worth its block solves
         entries, complete = _drop_columns(rows, allowed[i], deadline)
         entries = _balance(rows, entries, allowed[i], deadline)
         V, Q = _heads(rows, entries, coefficients)
