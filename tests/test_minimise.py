@@ -159,11 +159,12 @@ def test_cli_learn_shows_heads_before_and_after(tmp_path, capsys):
 def test_minimal_heads_keeps_algorithm_1_when_fewer_heads_miss_the_outputs(monkeypatch):
     """A head set that meets the search's tolerance but not the training outputs (here a
     stub returning a wrong head) is refused: the fit keeps Algorithm 1's heads."""
+    import lat.learner.minimise as minimise
     import lat.learner.solve as solve
 
     model, traces, plain = parity_fit(minimise=False)
     wrong = (np.ones((1, plain.d_out, plain.d)), np.eye(plain.d)[None])
-    monkeypatch.setattr(solve, "minimise_heads", lambda *args, **kwargs: wrong)
+    monkeypatch.setattr(minimise, "minimise_heads", lambda *args, **kwargs: wrong)
     kept = solve.minimal_heads(plain, traces)
     assert kept.heads == plain.heads
     assert kept.train_max_abs_error == plain.train_max_abs_error

@@ -49,7 +49,7 @@ ZERO_RTOL = 1e-12
 RANK_RTOL = 1e-11
 
 __all__ = ["RANK_RTOL", "ZERO_RTOL", "head_bytes", "head_coefficients", "heads_from_entries",
-           "lift", "recover_heads", "support_coefficients", "svd_bytes"]
+           "lift", "recover_heads", "support_coefficients", "svd_bytes", "train_error"]
 
 
 def svd_bytes(shapes: list[tuple[int, int]]) -> int:
@@ -254,3 +254,15 @@ def support_coefficients(V: np.ndarray, Q: np.ndarray, columns: np.ndarray) -> n
             rows = idx[a:b]
             out[rows] += Q[:, second[rows], third[rows]].T @ V[:, :, int(by[a])]
     return out
+
+
+def train_error(V: np.ndarray, Q: np.ndarray, support: np.ndarray, rows: np.ndarray,
+                cols: np.ndarray, vals: np.ndarray, Y: np.ndarray) -> float:
+    """max |outputs of heads V, Q − Y| over every training prefix (exact, via p(Θ))."""
+    if not Y.size:
+        return 0.0
+    d, d_out = V.shape[2], V.shape[1]
+    head_values = support_coefficients(V, Q, support)
+    learned = Coefficients(d, d_out, support, head_values).predict(rows, cols, vals,
+                                                                   Y.shape[0])
+    return float(np.abs(learned - Y).max())

@@ -37,15 +37,23 @@ the search does not start, or tries only the head counts that fit (noted on the 
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+from typing import TYPE_CHECKING
 
 import numpy as np
+import torch
 
 from lat.learner.alternating import Alternating, Constraints, constraints
 from lat.learner.budget import format_bytes, in_force_room, note, reserve
 from lat.learner.features import Coefficients
-from lat.learner.gauge import Pattern
+from lat.learner.gauge import Pattern, sparse_heads
+from lat.learner.heads import train_error
 from lat.runtime.device import single_thread
+from lat.runtime.storage import stored_bytes
+
+if TYPE_CHECKING:  # solve.py imports this module
+    from lat.learner.solve import Fit
 
 # Accept a head set whose projected coefficients match to this × scale: 1000× below the
 # certificate's realizability threshold (1e-6), and above the floor ALS reaches on nearly
@@ -57,9 +65,15 @@ MINIMISE_MAX_HEADS = 16  # largest head count tried (ascending from 1)
 MINIMISE_STARTS = 6  # starts per head count: Algorithm 1's heads merged, then random factors
 DESCENDING_STARTS = 3  # starts per head count when descending from near-minimal heads
 MINIMISE_SECONDS = 60.0  # wall-clock budget of one search; None is returned past it
+# minimise_fit keeps fewer heads only when they reproduce every training output to this
+# × max(1, max|y|) (or as well as Algorithm 1's heads did): 100× below the certificate's
+# realizability threshold, so minimising can never cost a certificate.
+MINIMAL_HEADS_RTOL = 1e-8
+GAUGE_MIN_HEADS = 16  # the sparse gauge runs on fits with more heads than the search tries
 
-__all__ = ["MINIMISE_MAX_HEADS", "MINIMISE_RTOL", "Constraints", "constraints",
-           "minimise_heads", "projector_bytes", "search_bytes"]
+__all__ = ["MINIMAL_HEADS_RTOL", "MINIMISE_MAX_HEADS", "MINIMISE_RTOL", "Constraints",
+           "constraints", "fewer_heads", "minimise_fit", "minimise_heads", "projector_bytes",
+           "search_bytes"]
 
 
 def minimise_heads(
@@ -209,3 +223,62 @@ def _merged(heads: tuple[np.ndarray, np.ndarray], r: int) -> tuple[np.ndarray, n
         V[h % r] += V0[h]
         Q[h % r] += Q0[h]
     return V, Q
+
+
+# ---- on a fit: the gauge, the search, the check of the training outputs ------------------
+
+def minimise_fit(fitted: Fit, training: Callable[[], tuple[np.ndarray, ...]],
+                 seconds_limit: float | None = None, groups: np.ndarray | None = None) -> Fit:
+    """The fewest-heads search on `fitted`; new heads are kept only when they reproduce
+    every training output (`training()` gives its features and outputs, built only then)
+    to MINIMAL_HEADS_RTOL × max(1, max|y|), or as well as the old ones did. Candidates: the
+    alternating search's and the sparse gauge's (when it ran), the smaller artifact first
+    (`_artifact_bytes`: 5 dense heads of the 5-state machine store 10× what its 6 gauge heads
+    do, which are the compiled model's own structure)."""
+    seconds = dict(fitted.seconds)
+    limit = MINIMISE_SECONDS if seconds_limit is None else min(seconds_limit, MINIMISE_SECONDS)
+    clock = time.perf_counter()
+    gauge = None
+    if groups is not None and fitted.heads > GAUGE_MIN_HEADS and limit > 0:
+        gauge = sparse_heads(fitted.coefficients, fitted.blocks, fitted.support_block,
+                             fitted.support_position, groups, deadline=clock + limit / 2)
+        gauge = gauge if gauge is not None and gauge.heads < fitted.heads else None
+    start = (gauge.V, gauge.Q) if gauge is not None else (fitted.V, fitted.Q)
+    found = fewer_heads(fitted.coefficients, fitted.blocks, fitted.support_block,
+                        fitted.support_position, *start, limit - (time.perf_counter() - clock),
+                        gauge.pattern if gauge is not None else None)
+    seconds["heads"] = seconds.get("heads", 0.0) + time.perf_counter() - clock
+    candidates = [c for c in (found, start if gauge is not None else None) if c is not None]
+    if not candidates:
+        return replace(fitted, seconds=seconds)
+    clock = time.perf_counter()
+    rows, cols, vals, Y = training()
+    allowed = max(fitted.train_max_abs_error, MINIMAL_HEADS_RTOL * max(1.0, fitted.output_scale))
+    kept = fitted  # unless fewer heads give the same outputs; the smallest stored wins
+    for V, Q in sorted(candidates, key=lambda c: (_artifact_bytes(*c), c[0].shape[0])):
+        error = train_error(V, Q, fitted.support, rows, cols, vals, Y)
+        if error <= allowed:
+            kept = replace(fitted, V=V, Q=Q, train_max_abs_error=error)
+            break
+    seconds["train_check"] = seconds.get("train_check", 0.0) + time.perf_counter() - clock
+    return replace(kept, seconds=seconds)
+
+
+def _artifact_bytes(V: np.ndarray, Q: np.ndarray) -> int:
+    """Bytes V and Q take in an artifact (storage.py stores a mostly-zero tensor sparse)."""
+    return sum(stored_bytes(torch.from_numpy(np.ascontiguousarray(t))) for t in (V, Q))
+
+
+def fewer_heads(coefficients: Coefficients, blocks: Sequence | None,
+                support_block: np.ndarray | None, support_position: np.ndarray | None,
+                V: np.ndarray, Q: np.ndarray, seconds: float | None = None,
+                pattern: Pattern | None = None) -> tuple[np.ndarray, np.ndarray] | None:
+    """Fewer heads than (V, Q) with the outputs on the training span (in `pattern`), or None."""
+    if V.shape[0] <= 1 or (seconds is not None and seconds <= 0):
+        return None
+    limit = {} if seconds is None else {"seconds": min(seconds, MINIMISE_SECONDS)}
+    found = minimise_heads(coefficients, coefficients.d, coefficients.d_out, blocks=blocks,
+                           support_block=support_block, support_position=support_position,
+                           max_heads=min(V.shape[0] - 1, MINIMISE_MAX_HEADS), initial=(V, Q),
+                           pattern=pattern, descending=pattern is not None, **limit)
+    return found if found is not None and found[0].shape[0] < V.shape[0] else None

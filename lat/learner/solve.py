@@ -43,7 +43,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -62,20 +62,14 @@ from lat.learner.features import (  # sequence_pairs, stack_features: re-exporte
     sequence_pairs,
     stack_features,
 )
-from lat.learner.gauge import Pattern, sparse_heads
 from lat.learner.heads import recover_heads, support_coefficients  # the latter re-exported
-from lat.learner.minimise import MINIMISE_MAX_HEADS, MINIMISE_SECONDS, minimise_heads
+from lat.learner.heads import train_error as heads_train_error
+from lat.learner.minimise import fewer_heads, minimise_fit
 
 EIG_RTOL = 1e-11
 BATCH_ENTRIES = 1 << 22  # dense numbers per row batch of one block (32 MiB of float64)
 COMPRESS_MIN_RATIO = 4  # compress when there are this many prefixes per distinct token
 DENSE_LIMIT = 1 << 27  # largest dense array of one block (numbers), primal or dual
-# minimal_heads keeps fewer heads only when they reproduce every training output to this
-# × max(1, max|y|) (or as well as Algorithm 1's heads did): 100× below the certificate's
-# realizability threshold, so minimising can never cost a certificate.
-MINIMAL_HEADS_RTOL = 1e-8
-# the sparse gauge runs on fits with more heads than the alternating search tries
-GAUGE_MIN_HEADS = MINIMISE_MAX_HEADS
 
 Progress = Callable[[str, int, int], None]
 
@@ -152,24 +146,9 @@ def heads_of(
     fit's `blocks`. Returns V, Q and the head count before the search."""
     d, d_out = coefficients.d, coefficients.d_out
     V, Q = recover_heads(coefficients, d, d_out, support=support if pack_heads else None)
-    found = (_fewer_heads(coefficients, blocks, support_block, support_position, V, Q)
+    found = (fewer_heads(coefficients, blocks, support_block, support_position, V, Q)
              if minimise else None)
     return (*(found or (V, Q)), int(V.shape[0]))
-
-
-def _fewer_heads(coefficients: Coefficients, blocks: Sequence[Block] | None,
-                 support_block: np.ndarray | None, support_position: np.ndarray | None,
-                 V: np.ndarray, Q: np.ndarray, seconds: float | None = None,
-                 pattern: Pattern | None = None) -> tuple[np.ndarray, np.ndarray] | None:
-    """Fewer heads than (V, Q) with the outputs on the training span (in `pattern`), or None."""
-    if V.shape[0] <= 1 or (seconds is not None and seconds <= 0):
-        return None
-    limit = {} if seconds is None else {"seconds": min(seconds, MINIMISE_SECONDS)}
-    found = minimise_heads(coefficients, coefficients.d, coefficients.d_out, blocks=blocks,
-                           support_block=support_block, support_position=support_position,
-                           max_heads=min(V.shape[0] - 1, MINIMISE_MAX_HEADS), initial=(V, Q),
-                           pattern=pattern, descending=pattern is not None, **limit)
-    return found if found is not None and found[0].shape[0] < V.shape[0] else None
 
 
 def fit(
@@ -188,7 +167,7 @@ def fit(
     on every training prefix (`minimise.minimise_heads`: alternating least squares over
     the antisymmetric part, the features off the support and the data's null space). The
     minimised heads are kept only when fewer and when they reproduce the training outputs
-    (`_minimised`); `heads_before_minimising` records recover_heads' count either way.
+    (`minimise.minimise_fit`); `heads_before_minimising` records recover_heads' count either way.
     """
     seconds: dict[str, float] = {}
     clock = time.perf_counter()
@@ -245,7 +224,7 @@ def fit(
     seconds["heads"] = time.perf_counter() - clock
 
     clock = time.perf_counter()
-    train_error = _train_error(V, Q, support, rows, cols, vals, Y)
+    train_error = heads_train_error(V, Q, support, rows, cols, vals, Y)
     seconds["train_check"] = time.perf_counter() - clock
 
     fitted = Fit(
@@ -269,7 +248,7 @@ def fit(
         heads_before_minimising=heads_before,
         count_spans=count_spans,
     )
-    return _minimised(fitted, lambda: (rows, cols, vals, Y)) if minimise else fitted
+    return minimise_fit(fitted, lambda: (rows, cols, vals, Y)) if minimise else fitted
 
 
 def minimal_heads(fitted: Fit, data: object, seconds: float | None = None,
@@ -286,55 +265,7 @@ def minimal_heads(fitted: Fit, data: object, seconds: float | None = None,
         rows, cols, vals = stack_features([t for t, _ in pairs], None)
         return rows, cols, vals, np.concatenate([o for _, o in pairs], axis=0)
 
-    return _minimised(fitted, training, seconds, groups)
-
-
-def _minimised(fitted: Fit, training: Callable[[], tuple[np.ndarray, ...]],
-               seconds_limit: float | None = None, groups: np.ndarray | None = None) -> Fit:
-    """The fewest-heads search on `fitted`; new heads are kept only when they reproduce
-    every training output (`training()` gives its features and outputs, built only then)
-    to MINIMAL_HEADS_RTOL × max(1, max|y|), or as well as the old ones did. Candidates, in
-    order: the alternating search's, then the sparse gauge's (when it ran)."""
-    seconds = dict(fitted.seconds)
-    limit = MINIMISE_SECONDS if seconds_limit is None else min(seconds_limit, MINIMISE_SECONDS)
-    clock = time.perf_counter()
-    gauge = None
-    if groups is not None and fitted.heads > GAUGE_MIN_HEADS and limit > 0:
-        gauge = sparse_heads(fitted.coefficients, fitted.blocks, fitted.support_block,
-                             fitted.support_position, groups, deadline=clock + limit / 2)
-        gauge = gauge if gauge is not None and gauge.heads < fitted.heads else None
-    start = (gauge.V, gauge.Q) if gauge is not None else (fitted.V, fitted.Q)
-    found = _fewer_heads(fitted.coefficients, fitted.blocks, fitted.support_block,
-                         fitted.support_position, *start,
-                         limit - (time.perf_counter() - clock),
-                         gauge.pattern if gauge is not None else None)
-    seconds["heads"] = seconds.get("heads", 0.0) + time.perf_counter() - clock
-    candidates = [c for c in (found, start if gauge is not None else None) if c is not None]
-    if not candidates:
-        return replace(fitted, seconds=seconds)
-    clock = time.perf_counter()
-    rows, cols, vals, Y = training()
-    allowed = max(fitted.train_max_abs_error, MINIMAL_HEADS_RTOL * max(1.0, fitted.output_scale))
-    kept = fitted  # unless fewer heads give the same outputs
-    for V, Q in candidates:
-        train_error = _train_error(V, Q, fitted.support, rows, cols, vals, Y)
-        if train_error <= allowed:
-            kept = replace(fitted, V=V, Q=Q, train_max_abs_error=train_error)
-            break
-    seconds["train_check"] = seconds.get("train_check", 0.0) + time.perf_counter() - clock
-    return replace(kept, seconds=seconds)
-
-
-def _train_error(V: np.ndarray, Q: np.ndarray, support: np.ndarray, rows: np.ndarray,
-                 cols: np.ndarray, vals: np.ndarray, Y: np.ndarray) -> float:
-    """max |outputs of heads V, Q − Y| over every training prefix (exact, via p(Θ))."""
-    if not Y.size:
-        return 0.0
-    d, d_out = V.shape[2], V.shape[1]
-    head_values = support_coefficients(V, Q, support)
-    learned = Coefficients(d, d_out, support, head_values).predict(rows, cols, vals,
-                                                                   Y.shape[0])
-    return float(np.abs(learned - Y).max())
+    return minimise_fit(fitted, training, seconds, groups)
 
 
 def _prefix_counts(sequences: Sequence[np.ndarray], samples: int) -> PrefixCounts | None:
