@@ -310,4 +310,4 @@ def _heads(rows: _Rows, entries: np.ndarray, coefficients: Coefficients
     d = rows.d
     return heads_from_entries(a * d + rows.m[e], rows.qk[e] * d + rows.ql[e],
                               values[which, a], d, coefficients.d_out,
-                              support=coefficients.columns)
+                              support=coefficients.columns, columns=True)

@@ -115,20 +115,24 @@ def recover_heads(
 
 
 def heads_from_entries(rows: np.ndarray, cols: np.ndarray, vals: np.ndarray, d: int,
-                       d_out: int, *, support: np.ndarray | None = None
-                       ) -> tuple[np.ndarray, np.ndarray]:
+                       d_out: int, *, support: np.ndarray | None = None,
+                       columns: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """Heads (V, Q) with Σ_h vec(V_h) vec(Q_h)ᵀ = W, for W given as COO entries (rows
     (a, j), cols (k, l); repeated entries add): block SVDs, then packing against `support`
-    as in `recover_heads`. A zero W gives one all-zero head."""
-    blocks = _block_svds(rows, cols, vals, d)
+    as in `recover_heads`. A zero W gives one all-zero head. `columns`: a block of full
+    column rank is factored as its own columns times the identity instead — the same head
+    count, exactly W, and as sparse as W (its SVD factors are dense)."""
+    blocks = _block_svds(rows, cols, vals, d, keep_dense=columns)
     del rows, cols, vals
     if not blocks:
         return np.zeros((1, d_out, d)), np.zeros((1, d, d))
-    sigma_max = max(float(s[0]) for _, _, _, s, _ in blocks)
+    sigma_max = max(float(s[0]) for _, _, _, s, _, _ in blocks)
     kept = []
-    for block_rows, block_cols, u, s, vt in blocks:
+    for block_rows, block_cols, u, s, vt, dense in blocks:
         rank = int(np.count_nonzero(s > RANK_RTOL * sigma_max))
-        if rank:
+        if rank and dense is not None and rank == block_cols.size:
+            kept.append((block_rows, block_cols, dense, np.eye(rank)))
+        elif rank:
             root = np.sqrt(s[:rank])
             kept.append((block_rows, block_cols, u[:, :rank] * root, vt[:rank].T * root))
     if not kept:
@@ -150,8 +154,10 @@ def heads_from_entries(rows: np.ndarray, cols: np.ndarray, vals: np.ndarray, d: 
     return V.reshape(heads, d_out, d), Q.reshape(heads, d, d)
 
 
-def _block_svds(rows: np.ndarray, cols: np.ndarray, vals: np.ndarray, d: int) -> list:
-    """SVD of every connected block of W: (rows, cols, U, σ, Vᵀ) per block, σ descending."""
+def _block_svds(rows: np.ndarray, cols: np.ndarray, vals: np.ndarray, d: int,
+                keep_dense: bool = False) -> list:
+    """SVD of every connected block of W: (rows, cols, U, σ, Vᵀ, the block itself when
+    `keep_dense`, else None) per block, σ descending."""
     if vals.size == 0:
         return []
     labels = column_labels(rows, cols, d * d)[cols]  # one component per entry
@@ -162,7 +168,7 @@ def _block_svds(rows: np.ndarray, cols: np.ndarray, vals: np.ndarray, d: int) ->
     indexed = [(np.unique(rows[start:stop], return_inverse=True),
                 np.unique(cols[start:stop], return_inverse=True)) for start, stop in spans]
     shapes = [(r[0].size, c[0].size) for r, c in indexed]
-    needed = svd_bytes(shapes)
+    needed = svd_bytes(shapes) + (8 * sum(m * n for m, n in shapes) if keep_dense else 0)
     reserve("heads", needed, f"the SVD of {len(shapes):,} blocks of W (largest "
             f"{format_bytes(8 * max(m * n for m, n in shapes))} dense)" if shapes else "")
     out = []
@@ -170,7 +176,7 @@ def _block_svds(rows: np.ndarray, cols: np.ndarray, vals: np.ndarray, d: int) ->
         dense = np.zeros((block_rows.size, block_cols.size), dtype=np.float64)
         np.add.at(dense, (r, c), vals[start:stop])  # a pair entry may receive two halves
         u, s, vt = np.linalg.svd(dense, full_matrices=False)
-        out.append((block_rows, block_cols, u, s, vt))
+        out.append((block_rows, block_cols, u, s, vt, dense if keep_dense else None))
     return out
 
 
