@@ -18,8 +18,8 @@ systems (unknowns no equation touches, the V↔Q scale of each head) get the sma
 rather than a failure. After each sweep every head is rebalanced (‖V_h‖ = ‖Q_h‖).
 
 `Constraints` says what must be reproduced: Π_b (p(Θ) − p̂) = 0 on every block b
-(minimise.py says why); `Alternating` holds the sparse structure of p(Θ) on the support,
-optionally confined to a `Pattern` of fields (gauge.py), and runs one start.
+(minimise.py says why); `Alternating` holds the sparse structure of p(Θ) on the support
+and runs one start.
 """
 
 from __future__ import annotations
@@ -33,7 +33,6 @@ import numpy as np
 import torch
 
 from lat.learner.features import Coefficients, block_layout, column_labels, feature_triples
-from lat.learner.gauge import Pattern
 
 STALL_STEPS, STALL_FACTOR = 25, 0.5  # abandon a start when 25 sweeps do not halve the residual
 PLATEAU_STEPS, PLATEAU_FACTOR = 5, 0.9  # … or when 5 sweeps gain less than 10 % together
@@ -127,30 +126,25 @@ class Alternating:
     entry x = h·E + e is entry e of head h; both steps' unknowns are indexed per x.
     """
 
-    def __init__(self, problem: Constraints, pattern: Pattern | None = None) -> None:
+    def __init__(self, problem: Constraints) -> None:
         self.problem = problem
         d = problem.d
         j, k, l = feature_triples(d, problem.columns).T
         off = np.flatnonzero(j != k)
         n = j.size
         self.n = n
-        entry_row, m, qk, ql = np.r_[np.arange(n), off], np.r_[j, k[off]], np.r_[k, j[off]], \
-            np.r_[l, l[off]]
-        keep = np.ones(entry_row.size, dtype=bool) if pattern is None else pattern.allows(m, qk, ql)
-        self.entry_row, self.m, self.qk, self.ql = entry_row[keep], m[keep], qk[keep], ql[keep]
+        self.entry_row = np.r_[np.arange(n), off]
         self.E = self.entry_row.size
+        self.m = np.r_[j, k[off]]
+        self.qk = np.r_[k, j[off]]
+        self.ql = np.r_[l, l[off]]
         self.entry_position = problem.position[self.entry_row]
-        # entries of each row side by side (slot 1 for a row's second orientation); a row
-        # the pattern gives no entry has p(Θ) = 0 and only a constant in the residual
+        # entries of each row side by side: slot 0 always, slot 1 for off-diagonal rows
         slots = np.full((n, 2), -1, dtype=np.int64)
-        by_row = np.argsort(self.entry_row, kind="stable")
-        sorted_rows = self.entry_row[by_row]
-        first = (np.r_[True, sorted_rows[1:] != sorted_rows[:-1]] if sorted_rows.size
-                 else np.zeros(0, dtype=bool))
-        slots[sorted_rows[first], 0] = by_row[first]
-        slots[sorted_rows[~first], 1] = by_row[~first]
+        slots[:, 0] = np.arange(n)
+        slots[off, 1] = n + np.arange(off.size)
         has_identity = np.array([problem.projectors[b][1] < 0 for b in problem.block],
-                                dtype=bool) & (slots[:, 0] >= 0)
+                                dtype=bool)
         self.identity_slots = slots[has_identity]
         # query-side unknowns: the (k, l) pairs the support touches
         self.q_pairs, self.entry_q = np.unique(self.qk * d + self.ql, return_inverse=True)

@@ -22,8 +22,8 @@ same function there (Corollary A.4 restricted to the span). Without blocks every
 column must match exactly (freedoms 1 and 2 only).
 
 Search: alternating least squares on the factors (alternating.py), for r = 1, 2, … heads
-in turn, minimising Σ_b ‖Π_b (p_b(Θ) − p̂_b)‖²; or, from heads already near the minimum
-(the sparse gauge's, gauge.py), r = H − 1, H − 2, … until one fails.
+in turn, minimising Σ_b ‖Π_b (p_b(Θ) − p̂_b)‖². A fit with more heads than the search tries
+(machines: hundreds) takes the sparse gauge instead (gauge.py, `minimise_fit`).
 
 A head count r is accepted when max |Π(p(Θ) − p̂)| ≤ rtol · max |Π p̂|. ALS is local: the
 result is an upper bound on the minimum (a failed r proves nothing), and `fit` keeps the
@@ -42,15 +42,13 @@ from dataclasses import replace
 from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
 from lat.learner.alternating import Alternating, Constraints, constraints
 from lat.learner.budget import format_bytes, in_force_room, note, reserve
 from lat.learner.features import Coefficients
-from lat.learner.gauge import Pattern, sparse_heads
+from lat.learner.gauge import sparse_heads
 from lat.learner.heads import train_error
 from lat.runtime.device import single_thread
-from lat.runtime.storage import stored_bytes
 
 if TYPE_CHECKING:  # solve.py imports this module
     from lat.learner.solve import Fit
@@ -63,7 +61,6 @@ MINIMISE_RTOL = 1e-9
 MINIMISE_ITERATIONS = 300  # alternating sweeps per start
 MINIMISE_MAX_HEADS = 16  # largest head count tried (ascending from 1)
 MINIMISE_STARTS = 6  # starts per head count: Algorithm 1's heads merged, then random factors
-DESCENDING_STARTS = 3  # starts per head count when descending from near-minimal heads
 MINIMISE_SECONDS = 60.0  # wall-clock budget of one search; None is returned past it
 # minimise_fit keeps fewer heads only when they reproduce every training output to this
 # × max(1, max|y|) (or as well as Algorithm 1's heads did): 100× below the certificate's
@@ -92,8 +89,6 @@ def minimise_heads(
     starts: int = MINIMISE_STARTS,
     seconds: float = MINIMISE_SECONDS,
     initial: tuple[np.ndarray, np.ndarray] | None = None,
-    pattern: Pattern | None = None,
-    descending: bool = False,
 ) -> tuple[np.ndarray, np.ndarray] | None:
     """The fewest heads (V (H, d_out, d), Q (H, d, d)) found that meet the constraints.
 
@@ -103,11 +98,7 @@ def minimise_heads(
     docstring). Tries r = 1 … max_heads, `starts` starts each (the first: `initial`, a
     known head set such as Algorithm 1's, merged into r heads; the others random), until
     one start meets rtol; None when none did within `iterations` sweeps per start and the
-    `seconds` budget. `pattern` (gauge.py) confines the heads to its fields: value maps
-    read only its value fields, query maps pair only its (key, query) fields.
-    `descending` (with `initial`): r = max_heads, max_heads − 1, … instead, each r starting
-    from the last heads found, until an r fails — cheaper when `initial` is already close
-    to the minimum (the gauge's heads), since the failing small r are never tried.
+    `seconds` budget.
     """
     if not isinstance(coefficients, Coefficients):
         coefficients = Coefficients.from_dense(np.asarray(coefficients), d)
@@ -127,10 +118,10 @@ def minimise_heads(
         scale = float(np.abs(problem.target).max()) if problem.target.size else 0.0
         if scale == 0.0:
             return np.zeros((1, d_out, d)), np.zeros((1, d, d))
-        als = Alternating(problem, pattern)
+        als = Alternating(problem)
         max_heads = _affordable_heads(als, max_heads)
-        search = _search_down if descending and initial is not None else _search
-        return search(als, initial, max_heads, iterations, rtol * scale, seed, starts, seconds)
+        return _search(als, initial, max_heads, iterations, rtol * scale, seed, starts,
+                       seconds)
 
 
 def projector_bytes(shapes: Sequence[tuple[int, int]]) -> int:
@@ -189,28 +180,6 @@ def _search(als: Alternating, initial: tuple[np.ndarray, np.ndarray] | None,
     return None
 
 
-def _search_down(als: Alternating, initial: tuple[np.ndarray, np.ndarray], max_heads: int,
-                 iterations: int, tol: float, seed: int, starts: int, seconds: float
-                 ) -> tuple[np.ndarray, np.ndarray] | None:
-    d, d_out = als.problem.d, als.problem.d_out
-    rng = np.random.default_rng(seed)
-    deadline = time.perf_counter() + seconds
-    best = None
-    for r in range(max_heads, 0, -1):
-        for start in range(min(starts, DESCENDING_STARTS)):
-            if start == 0:
-                V, Q = _merged(best or initial, r)
-            else:
-                V, Q = rng.standard_normal((r, d_out, d)), rng.standard_normal((r, d, d))
-            found = als.run(V, Q, iterations, tol, deadline)
-            if found is not None or time.perf_counter() > deadline:
-                break
-        if found is None:
-            return best
-        best = found
-    return best
-
-
 def _merged(heads: tuple[np.ndarray, np.ndarray], r: int) -> tuple[np.ndarray, np.ndarray]:
     """r heads from H: head h joins group h mod r, and each group's V and Q are summed.
 
@@ -229,56 +198,50 @@ def _merged(heads: tuple[np.ndarray, np.ndarray], r: int) -> tuple[np.ndarray, n
 
 def minimise_fit(fitted: Fit, training: Callable[[], tuple[np.ndarray, ...]],
                  seconds_limit: float | None = None, groups: np.ndarray | None = None) -> Fit:
-    """The fewest-heads search on `fitted`; new heads are kept only when they reproduce
-    every training output (`training()` gives its features and outputs, built only then)
-    to MINIMAL_HEADS_RTOL × max(1, max|y|), or as well as the old ones did. Candidates: the
-    alternating search's and the sparse gauge's (when it ran), the smaller artifact first
-    (`_artifact_bytes`: 5 dense heads of the 5-state machine store 10× what its 6 gauge heads
-    do, which are the compiled model's own structure)."""
+    """The fewest heads for `fitted`: the sparse gauge (gauge.py) where `groups` are given
+    and Algorithm 1's heads exceed what the search tries, the alternating search otherwise.
+    New heads are kept only when they reproduce every training output (`training()` gives
+    its features and outputs, built only then) to MINIMAL_HEADS_RTOL × max(1, max|y|), or
+    as well as the old ones did.
+
+    The search does not run after the gauge: it fills in the heads it finds densely, so it
+    trades a head for a larger artifact (the 5-state machine: 5 dense heads store 242 KB,
+    its 6 gauge heads 12 KB — the compiled model's own structure and count)."""
     seconds = dict(fitted.seconds)
     limit = MINIMISE_SECONDS if seconds_limit is None else min(seconds_limit, MINIMISE_SECONDS)
     clock = time.perf_counter()
-    gauge = None
+    found = None
     if groups is not None and fitted.heads > GAUGE_MIN_HEADS and limit > 0:
         gauge = sparse_heads(fitted.coefficients, fitted.blocks, fitted.support_block,
-                             fitted.support_position, groups, deadline=clock + limit / 2)
-        gauge = gauge if gauge is not None and gauge.heads < fitted.heads else None
-    start = (gauge.V, gauge.Q) if gauge is not None else (fitted.V, fitted.Q)
-    found = fewer_heads(fitted.coefficients, fitted.blocks, fitted.support_block,
-                        fitted.support_position, *start, limit - (time.perf_counter() - clock),
-                        gauge.pattern if gauge is not None else None)
+                             fitted.support_position, groups, deadline=clock + limit)
+        if gauge is not None and gauge.heads < fitted.heads:
+            found = (gauge.V, gauge.Q)
+    else:
+        found = fewer_heads(fitted.coefficients, fitted.blocks, fitted.support_block,
+                            fitted.support_position, fitted.V, fitted.Q, limit)
     seconds["heads"] = seconds.get("heads", 0.0) + time.perf_counter() - clock
-    candidates = [c for c in (found, start if gauge is not None else None) if c is not None]
-    if not candidates:
+    if found is None:
         return replace(fitted, seconds=seconds)
     clock = time.perf_counter()
     rows, cols, vals, Y = training()
-    allowed = max(fitted.train_max_abs_error, MINIMAL_HEADS_RTOL * max(1.0, fitted.output_scale))
-    kept = fitted  # unless fewer heads give the same outputs; the smallest stored wins
-    for V, Q in sorted(candidates, key=lambda c: (_artifact_bytes(*c), c[0].shape[0])):
-        error = train_error(V, Q, fitted.support, rows, cols, vals, Y)
-        if error <= allowed:
-            kept = replace(fitted, V=V, Q=Q, train_max_abs_error=error)
-            break
+    error = train_error(*found, fitted.support, rows, cols, vals, Y)
     seconds["train_check"] = seconds.get("train_check", 0.0) + time.perf_counter() - clock
-    return replace(kept, seconds=seconds)
-
-
-def _artifact_bytes(V: np.ndarray, Q: np.ndarray) -> int:
-    """Bytes V and Q take in an artifact (storage.py stores a mostly-zero tensor sparse)."""
-    return sum(stored_bytes(torch.from_numpy(np.ascontiguousarray(t))) for t in (V, Q))
+    allowed = max(fitted.train_max_abs_error, MINIMAL_HEADS_RTOL * max(1.0, fitted.output_scale))
+    if error > allowed:  # fewer heads, but not the same outputs
+        return replace(fitted, seconds=seconds)
+    return replace(fitted, V=found[0], Q=found[1], train_max_abs_error=error, seconds=seconds)
 
 
 def fewer_heads(coefficients: Coefficients, blocks: Sequence | None,
                 support_block: np.ndarray | None, support_position: np.ndarray | None,
-                V: np.ndarray, Q: np.ndarray, seconds: float | None = None,
-                pattern: Pattern | None = None) -> tuple[np.ndarray, np.ndarray] | None:
-    """Fewer heads than (V, Q) with the outputs on the training span (in `pattern`), or None."""
+                V: np.ndarray, Q: np.ndarray, seconds: float | None = None
+                ) -> tuple[np.ndarray, np.ndarray] | None:
+    """Fewer heads than (V, Q) with the same outputs on the training span, or None."""
     if V.shape[0] <= 1 or (seconds is not None and seconds <= 0):
         return None
     limit = {} if seconds is None else {"seconds": min(seconds, MINIMISE_SECONDS)}
     found = minimise_heads(coefficients, coefficients.d, coefficients.d_out, blocks=blocks,
                            support_block=support_block, support_position=support_position,
                            max_heads=min(V.shape[0] - 1, MINIMISE_MAX_HEADS), initial=(V, Q),
-                           pattern=pattern, descending=pattern is not None, **limit)
+                           **limit)
     return found if found is not None and found[0].shape[0] < V.shape[0] else None

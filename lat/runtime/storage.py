@@ -191,17 +191,6 @@ def stored_sparse(tensor: Any) -> bool:
     return 2 * count * ((4 if small else 8) + tensor.element_size()) <= dense
 
 
-def stored_bytes(tensor: Any) -> int:
-    """The bytes `sparse_parts` stores for this tensor (dense, or indices + values)."""
-    import torch
-
-    if not stored_sparse(tensor):
-        return _dense_bytes(tensor)
-    count = int(torch.count_nonzero(tensor.to_dense() if tensor.layout == torch.sparse_coo
-                                    else tensor))
-    return count * ((4 if tensor.numel() < (1 << 31) else 8) + tensor.element_size())
-
-
 def sparse_parts(name: str, tensor: Any) -> dict[str, Any]:
     """`{name: tensor}`, or where that is at most half the bytes (`stored_sparse`), the
     tensor as `name.indices` (flat row-major positions of its nonzeros, ascending; int32
