@@ -98,3 +98,24 @@ def test_minimal_heads_starts_from_the_gauge_given_the_fields(busy):
     assert found.heads <= model.V.shape[0]
     assert found.train_max_abs_error <= 1e-8
     assert _max_error(found.V, found.Q, traces) <= 1e-8
+
+
+def test_lat_learn_gives_a_machine_its_compiled_head_count(tmp_path, capsys):
+    """End to end: `lat learn` on a shipped machine keeps no more heads than the compiler
+    made, proves equivalence on the exact domain, and writes an artifact no larger than
+    twice the compiled one."""
+    import json
+
+    from lat.cli import main
+
+    compiled = api.compile_file(BUSY).model
+    compiled.save(tmp_path / "compiled.safetensors")
+    learned = tmp_path / "learned.safetensors"
+    assert main(["learn", BUSY, "-o", str(learned), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["heads_before_minimising"] > 16  # Algorithm 1: the gauge's case
+    assert report["heads"] <= compiled.V.shape[0]
+    assert report["equivalent"] is True and report["certificate"]["scope"] == "exact"
+    assert report["equivalence"]["proven"] is True
+    size = learned.stat().st_size
+    assert size <= 2 * (tmp_path / "compiled.safetensors").stat().st_size
