@@ -43,7 +43,11 @@ from lat.learner.heads import ZERO_RTOL, heads_from_entries
 from lat.runtime.interface import Interface
 
 GAUGE_RTOL = 1e-9  # a block is feasible when its constraint residual ≤ this × max |Uᵀp̂|
-NULL_EIG = 1e-9  # eigenvalues of UᵀU restricted to the allowed rows that count as zero
+NULL_EIG = 1e-13  # eigenvalues of U[allowed]ᵀU[allowed] at round-off (‖U‖ ≤ 1): zero
+GROWTH = 1e3  # a feasible p may be at most this × max |p̂| (no amplified round-off)
+# a drop's rows must carry ≤ this × the feasibility tolerance: hundreds of drops, each
+# leaving its round-off in the constraints, stay within the tolerance together
+DROP_RTOL = 1e-2
 MAX_VARIANTS = 8  # orientations tried (2^pairs, in order, at most this many)
 
 __all__ = ["GAUGE_RTOL", "Gauge", "Pattern", "coordinate_groups", "sparse_heads"]
@@ -116,6 +120,7 @@ class _Rows:
                         for basis, rows in zip(self.bases, self.rows_of, strict=True)]
         top = max((float(np.abs(t).max()) for t in self.targets if t.size), default=0.0)
         self.tol = GAUGE_RTOL * top
+        self.largest = GROWTH * float(np.abs(self.values).max()) if self.values.size else 0.0
 
     def free_rows(self, entries: np.ndarray) -> np.ndarray:
         free = np.zeros(self.n, dtype=bool)
@@ -129,8 +134,8 @@ class _Rows:
 
         With A = U[free] (the free rows of the block's span basis), p = A x meets the
         constraints Aᵀp = t exactly when t lies in the range of G = AᵀA (rank × rank,
-        eigenvalues in [0, 1] since U is orthonormal); eigenvalues ≤ NULL_EIG count as
-        zero, so a p that would need a near-singular direction is refused, not amplified."""
+        eigenvalues in [0, 1] since U is orthonormal; ≤ NULL_EIG count as zero); a p that
+        would need more than GROWTH × max |p̂| is refused, not amplified."""
         out = {}
         for b in blocks:
             rows = self.rows_of[b]
@@ -145,6 +150,8 @@ class _Rows:
                     return False, out
             kept = vectors[:, ~null]
             out[b] = A @ (kept @ ((kept.T @ target) / eigenvalues[~null][:, None]))
+            if out[b].size and float(np.abs(out[b]).max()) > self.largest:
+                return False, out
         return True, out
 
 
@@ -212,6 +219,48 @@ def _variants(rows: _Rows, groups: np.ndarray, deadline: float | None) -> list[P
     return patterns
 
 
+class _Feasible:
+    """One block's feasible p on its free rows, and the null space Z of U[free]ᵀ: dropping
+    rows D stays feasible exactly when some p + Zy vanishes on D (a |D| × dim Z solve), so
+    a drop costs no block solve. Where U[free] has full row rank (Z empty, the usual case
+    once the pattern is tight) p is unique and a drop is feasible iff p is zero on D."""
+
+    def __init__(self, rows: _Rows, b: int, free: np.ndarray) -> None:
+        block_rows = rows.rows_of[b]
+        self.rows = block_rows[free[block_rows]]  # global rows, ascending
+        A = rows.bases[b][free[block_rows]]
+        if A.shape[0] == 0:
+            self.p = np.zeros((0, rows.values.shape[1]))
+            self.null = np.zeros((0, 0))
+            return
+        left, sigma, right = np.linalg.svd(A, full_matrices=True)
+        rank = int(np.count_nonzero(sigma ** 2 > NULL_EIG))
+        self.p = left[:, :rank] @ ((right[:rank] @ rows.targets[b]) / sigma[:rank, None])
+        self.null = left[:, rank:]
+
+    def without(self, lost: np.ndarray, tol: float, largest: float) -> _Feasible | None:
+        """This block with the global rows `lost` forced to zero, or None if infeasible."""
+        at = np.searchsorted(self.rows, lost)
+        keep = np.ones(self.rows.size, dtype=bool)
+        keep[at] = False
+        p, null = self.p, self.null
+        if null.shape[1]:
+            shift = np.linalg.lstsq(null[at], -p[at], rcond=None)[0]
+            p = p + null @ shift
+            _, sigma, right = np.linalg.svd(null[at], full_matrices=True)
+            rank = int(np.count_nonzero(sigma > 1e-10))
+            null = null[keep] @ right[rank:].T
+        else:
+            null = null[keep]
+        if p[at].size and float(np.abs(p[at]).max()) > tol:
+            return None
+        if p.size and float(np.abs(p).max()) > largest:
+            return None
+        out = object.__new__(_Feasible)
+        out.rows, out.p, out.null = self.rows[keep], p[keep], null
+        return out
+
+
 def _drop_columns(rows: _Rows, allowed: np.ndarray, deadline: float | None
                   ) -> tuple[np.ndarray, bool]:
     """Step 2: drop query columns (k, l) while every block stays feasible."""
@@ -220,17 +269,26 @@ def _drop_columns(rows: _Rows, allowed: np.ndarray, deadline: float | None
     column = rows.qk[candidates] * rows.d + rows.ql[candidates]
     by_column = candidates[np.argsort(column, kind="stable")]
     names, starts, counts = np.unique(np.sort(column), return_index=True, return_counts=True)
+    left = np.bincount(rows.entry_row[candidates], minlength=rows.n)  # entries per row
+    free = left > 0
+    blocks = {b: _Feasible(rows, b, free) for b in range(len(rows.rows_of))}
     for c in np.argsort(counts, kind="stable"):
         if deadline is not None and time.perf_counter() > deadline:
             return entries, False
         members = by_column[starts[c]: starts[c] + counts[c]]
-        trial = entries.copy()
-        trial[members] = False
-        free = rows.free_rows(trial)
-        lost = rows.entry_row[members][~free[rows.entry_row[members]]]
-        # rows that keep another entry stay free: nothing to check
-        if lost.size == 0 or rows.solve(free, np.unique(rows.block[lost]))[0]:
-            entries = trial
+        touched, per_row = np.unique(rows.entry_row[members], return_counts=True)
+        lost = touched[left[touched] == per_row]  # rows left with no entry
+        trial = {}
+        for b in np.unique(rows.block[lost]):
+            reduced = blocks[b].without(lost[rows.block[lost] == b], DROP_RTOL * rows.tol,
+                                        rows.largest)
+            if reduced is None:
+                break
+            trial[b] = reduced
+        else:
+            entries[members] = False
+            left[touched] -= per_row
+            blocks.update(trial)
     return entries, True
 
 
