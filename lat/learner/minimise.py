@@ -42,6 +42,7 @@ from dataclasses import replace
 from typing import TYPE_CHECKING
 
 import numpy as np
+import torch
 
 from lat.learner.alternating import Alternating, Constraints, constraints
 from lat.learner.budget import format_bytes, in_force_room, note, reserve
@@ -49,6 +50,7 @@ from lat.learner.features import Coefficients
 from lat.learner.gauge import sparse_heads
 from lat.learner.heads import train_error
 from lat.runtime.device import single_thread
+from lat.runtime.storage import stored_sparse
 
 if TYPE_CHECKING:  # solve.py imports this module
     from lat.learner.solve import Fit
@@ -198,38 +200,50 @@ def _merged(heads: tuple[np.ndarray, np.ndarray], r: int) -> tuple[np.ndarray, n
 
 def minimise_fit(fitted: Fit, training: Callable[[], tuple[np.ndarray, ...]],
                  seconds_limit: float | None = None, groups: np.ndarray | None = None) -> Fit:
-    """The fewest heads for `fitted`: the sparse gauge (gauge.py) where `groups` are given
-    and Algorithm 1's heads exceed what the search tries, the alternating search otherwise.
-    New heads are kept only when they reproduce every training output (`training()` gives
-    its features and outputs, built only then) to MINIMAL_HEADS_RTOL × max(1, max|y|), or
-    as well as the old ones did.
+    """The fewest heads for `fitted`, kept only when they reproduce every training output
+    (`training()` gives its features and outputs, built only then) to MINIMAL_HEADS_RTOL ×
+    max(1, max|y|), or as well as the old ones did.
 
-    The search does not run after the gauge: it fills in the heads it finds densely, so it
-    trades a head for a larger artifact (the 5-state machine: 5 dense heads store 242 KB,
-    its 6 gauge heads 12 KB — the compiled model's own structure and count)."""
+    Where `groups` are given and Algorithm 1's heads exceed what the alternating search
+    tries (machines), the sparse gauge (gauge.py) runs first and the search gets a quarter
+    of the budget after it: on small machines it still finds fewer heads than the compiler
+    (busy: 1 against 5), on larger ones it finds none in its time and the gauge's heads stand
+    (increment_msb12: 6 against 515, the compiled count). Of the candidates the fewest heads
+    win, then the smaller artifact (dense search heads against sparse gauge heads)."""
     seconds = dict(fitted.seconds)
     limit = MINIMISE_SECONDS if seconds_limit is None else min(seconds_limit, MINIMISE_SECONDS)
     clock = time.perf_counter()
-    found = None
+    candidates = []
     if groups is not None and fitted.heads > GAUGE_MIN_HEADS and limit > 0:
         gauge = sparse_heads(fitted.coefficients, fitted.blocks, fitted.support_block,
-                             fitted.support_position, groups, deadline=clock + limit)
+                             fitted.support_position, groups, deadline=clock + limit / 2)
         if gauge is not None and gauge.heads < fitted.heads:
-            found = (gauge.V, gauge.Q)
-    else:
-        found = fewer_heads(fitted.coefficients, fitted.blocks, fitted.support_block,
-                            fitted.support_position, fitted.V, fitted.Q, limit)
+            candidates.append((gauge.V, gauge.Q))
+        limit = min(limit - (time.perf_counter() - clock), limit / 4)
+    found = fewer_heads(fitted.coefficients, fitted.blocks, fitted.support_block,
+                        fitted.support_position, fitted.V, fitted.Q, limit)
+    candidates += [found] if found is not None else []
     seconds["heads"] = seconds.get("heads", 0.0) + time.perf_counter() - clock
-    if found is None:
+    if not candidates:
         return replace(fitted, seconds=seconds)
     clock = time.perf_counter()
     rows, cols, vals, Y = training()
-    error = train_error(*found, fitted.support, rows, cols, vals, Y)
-    seconds["train_check"] = seconds.get("train_check", 0.0) + time.perf_counter() - clock
     allowed = max(fitted.train_max_abs_error, MINIMAL_HEADS_RTOL * max(1.0, fitted.output_scale))
-    if error > allowed:  # fewer heads, but not the same outputs
-        return replace(fitted, seconds=seconds)
-    return replace(fitted, V=found[0], Q=found[1], train_max_abs_error=error, seconds=seconds)
+    kept = fitted  # unless fewer heads give the same outputs
+    for V, Q in sorted(candidates, key=lambda c: (c[0].shape[0], _artifact_bytes(*c))):
+        error = train_error(V, Q, fitted.support, rows, cols, vals, Y)
+        if error <= allowed:
+            kept = replace(fitted, V=V, Q=Q, train_max_abs_error=error)
+            break
+    seconds["train_check"] = seconds.get("train_check", 0.0) + time.perf_counter() - clock
+    return replace(kept, seconds=seconds)
+
+
+def _artifact_bytes(V: np.ndarray, Q: np.ndarray) -> int:
+    """Bytes V and Q take in an artifact: storage.py keeps a mostly-zero tensor as indices
+    and values (about 12 bytes a nonzero in float64)."""
+    return sum(12 * int(np.count_nonzero(t)) if stored_sparse(torch.from_numpy(t)) else t.nbytes
+               for t in (np.ascontiguousarray(V), np.ascontiguousarray(Q)))
 
 
 def fewer_heads(coefficients: Coefficients, blocks: Sequence | None,
