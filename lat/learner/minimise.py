@@ -69,6 +69,7 @@ MINIMISE_SECONDS = 60.0  # wall-clock budget of one search; None is returned pas
 # realizability threshold, so minimising can never cost a certificate.
 MINIMAL_HEADS_RTOL = 1e-8
 GAUGE_MIN_HEADS = 16  # the sparse gauge runs on fits with more heads than the search tries
+GAUGE_SECONDS = 240.0  # the gauge's own wall-clock budget (the copy machine: ~2 min)
 
 __all__ = ["MINIMAL_HEADS_RTOL", "MINIMISE_MAX_HEADS", "MINIMISE_RTOL", "Constraints",
            "constraints", "fewer_heads", "minimise_fit", "minimise_heads", "projector_bytes",
@@ -205,21 +206,26 @@ def minimise_fit(fitted: Fit, training: Callable[[], tuple[np.ndarray, ...]],
     max(1, max|y|), or as well as the old ones did.
 
     Where `groups` are given and Algorithm 1's heads exceed what the alternating search
-    tries (machines), the sparse gauge (gauge.py) runs first and the search gets a quarter
-    of the budget after it: on small machines it still finds fewer heads than the compiler
-    (busy: 1 against 5), on larger ones it finds none in its time and the gauge's heads stand
-    (increment_msb12: 6 against 515, the compiled count). Of the candidates the fewest heads
-    win, then the smaller artifact (dense search heads against sparse gauge heads)."""
+    tries (machines), the sparse gauge (gauge.py) runs first, under its own GAUGE_SECONDS
+    (or the caller's `seconds_limit`), then the search for a quarter of its budget: on
+    small machines it still finds fewer heads than the compiler (busy: 1 against 5); on
+    larger ones it finds none in its time and the gauge's heads stand (increment_msb12: 6
+    against 515, the compiled count). Of the candidates the fewest heads win, then the
+    smaller artifact (dense search heads against sparse gauge heads)."""
     seconds = dict(fitted.seconds)
     limit = MINIMISE_SECONDS if seconds_limit is None else min(seconds_limit, MINIMISE_SECONDS)
     clock = time.perf_counter()
     candidates = []
     if groups is not None and fitted.heads > GAUGE_MIN_HEADS and limit > 0:
+        gauge_limit = GAUGE_SECONDS if seconds_limit is None else min(seconds_limit,
+                                                                      GAUGE_SECONDS)
         gauge = sparse_heads(fitted.coefficients, fitted.blocks, fitted.support_block,
-                             fitted.support_position, groups, deadline=clock + limit / 2)
+                             fitted.support_position, groups, deadline=clock + gauge_limit)
         if gauge is not None and gauge.heads < fitted.heads:
             candidates.append((gauge.V, gauge.Q))
-        limit = min(limit - (time.perf_counter() - clock), limit / 4)
+        spent = time.perf_counter() - clock
+        limit = min(MINIMISE_SECONDS / 4, limit if seconds_limit is None
+                    else seconds_limit - spent)
     found = fewer_heads(fitted.coefficients, fitted.blocks, fitted.support_block,
                         fitted.support_position, fitted.V, fitted.Q, limit)
     candidates += [found] if found is not None else []
