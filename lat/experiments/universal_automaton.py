@@ -139,8 +139,8 @@ def _fewest_heads(plain, pairs: list, seconds: float):  # noqa: ANN001, ANN202
     """`fit`'s head search on a plain fit, with a wall-clock budget of `seconds`: the heads
     found are kept only when fewer and when they reproduce every training output to
     MINIMAL_HEADS_RTOL × max(1, max|y|) (as `fit` keeps them). Returns (V, Q)."""
-    from lat.learner.minimise import MINIMISE_MAX_HEADS, minimise_heads
-    from lat.learner.solve import MINIMAL_HEADS_RTOL, mhla_outputs
+    from lat.learner.minimise import MINIMAL_HEADS_RTOL, MINIMISE_MAX_HEADS, minimise_heads
+    from lat.learner.solve import mhla_outputs
 
     if plain.heads <= 1:
         return plain.V, plain.Q
