@@ -134,3 +134,17 @@ def test_gauge_heads_store_no_larger_than_the_compiled_model(busy, tmp_path):
     learned.save(tmp_path / "learned.safetensors")
     sizes = [(tmp_path / f"{n}.safetensors").stat().st_size for n in ("compiled", "learned")]
     assert sizes[1] <= 2 * sizes[0]
+
+
+def test_the_gauge_reserves_its_memory_under_a_budget(busy):
+    """Under a memory budget too small for its block copies the gauge does not start."""
+    from lat.learner.budget import Budget, MemoryUp
+    from lat.learner.gauge import gauge_bytes
+
+    model, _, fitted = busy
+    needed = gauge_bytes([np.shape(b.basis) for b in fitted.blocks])
+    assert needed >= 8 * sum(np.size(b.basis) for b in fitted.blocks)
+    budget = Budget(None, 1)  # one byte: nothing fits beside the resident memory
+    with budget.in_force(), pytest.raises(MemoryUp):
+        sparse_heads(fitted.coefficients, fitted.blocks, fitted.support_block,
+                     fitted.support_position, coordinate_groups(model.interface))

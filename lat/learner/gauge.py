@@ -38,6 +38,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from lat.learner.budget import reserve
 from lat.learner.features import Coefficients, column_labels, feature_triples
 from lat.learner.heads import ZERO_RTOL, heads_from_entries
 from lat.runtime.interface import Interface
@@ -50,7 +51,7 @@ GROWTH = 1e3  # a feasible p may be at most this × max |p̂| (no amplified roun
 DROP_RTOL = 1e-2
 MAX_VARIANTS = 8  # orientations tried (2^pairs, in order, at most this many)
 
-__all__ = ["GAUGE_RTOL", "Gauge", "Pattern", "coordinate_groups", "sparse_heads"]
+__all__ = ["GAUGE_RTOL", "Gauge", "Pattern", "coordinate_groups", "gauge_bytes", "sparse_heads"]
 
 
 def coordinate_groups(interface: Interface) -> np.ndarray:
@@ -94,6 +95,17 @@ class Gauge:
     @property
     def heads(self) -> int:
         return int(self.V.shape[0])
+
+
+def gauge_bytes(shapes: Sequence[tuple[int, int]]) -> int:
+    """Peak bytes of `sparse_heads` beyond the fit, for blocks whose span bases have these
+    (size, rank) shapes: a copy of every basis on the support's rows, and one block's
+    feasibility solve at a time (its rank² Gram and eigenvectors, and an SVD of the allowed
+    rows that is at most size × rank with its square factor of the smaller side)."""
+    copies = sum(size * rank for size, rank in shapes)
+    solve = max((3 * rank * rank + 2 * size * rank + min(size, rank) ** 2
+                 for size, rank in shapes), default=0)
+    return 8 * (copies + solve)
 
 
 class _Rows:
@@ -162,6 +174,8 @@ def sparse_heads(coefficients: Coefficients, blocks: Sequence, support_block: np
     variant was built (no coefficients, or the deadline passed before the first's columns
     were dropped). A variant cut short by the deadline still gives exact heads."""
     groups = np.asarray(groups, dtype=np.int64)
+    reserve("minimise", gauge_bytes([np.shape(b.basis) for b in blocks]),
+            "the sparse gauge's block bases and solves")
     rows = _Rows(coefficients, blocks, support_block, support_position)
     if rows.n == 0 or not rows.targets:
         return None

@@ -259,7 +259,7 @@ def minimal_heads(fitted: Fit, data: object, seconds: float | None = None,
     with minimise=False, then minimise once. `data` are the fit's training sequences;
     `seconds` bounds the search (default the minimiser's own limit). `groups` (the token
     field of every coordinate, `gauge.coordinate_groups`) lets a fit with more heads than
-    the search reaches start from the sparse gauge (gauge.py), inside its pattern."""
+    the search tries take the sparse gauge's heads (gauge.py) as a candidate."""
     def training() -> tuple[np.ndarray, ...]:
         pairs = sequence_pairs(data)
         rows, cols, vals = stack_features([t for t, _ in pairs], None)
