@@ -207,11 +207,10 @@ def minimise_fit(fitted: Fit, training: Callable[[], tuple[np.ndarray, ...]],
 
     Where `groups` are given and Algorithm 1's heads exceed what the alternating search
     tries (machines), the sparse gauge (gauge.py) runs first, under its own GAUGE_SECONDS
-    (or the caller's `seconds_limit`), then the search for a quarter of its budget: on
-    small machines it still finds fewer heads than the compiler (busy: 1 against 5); on
-    larger ones it finds none in its time and the gauge's heads stand (increment_msb12: 6
-    against 515, the compiled count). Of the candidates the fewest heads win, then the
-    smaller artifact (dense search heads against sparse gauge heads)."""
+    (or the caller's `seconds_limit`), then the search for a quarter of its budget (on the
+    5-state increment machine it finds nothing in that time; the gauge's 6 heads, the
+    compiled count, stand against Algorithm 1's 515). Of the candidates the fewest heads
+    win, then the smaller artifact (dense search heads against sparse gauge heads)."""
     seconds = dict(fitted.seconds)
     limit = MINIMISE_SECONDS if seconds_limit is None else min(seconds_limit, MINIMISE_SECONDS)
     clock = time.perf_counter()
