@@ -148,3 +148,32 @@ def test_the_gauge_reserves_its_memory_under_a_budget(busy):
     with budget.in_force(), pytest.raises(MemoryUp):
         sparse_heads(fitted.coefficients, fitted.blocks, fitted.support_block,
                      fitted.support_position, coordinate_groups(model.interface))
+
+
+def test_a_column_drop_checked_on_the_null_space_agrees_with_a_block_solve(busy):
+    """`_Feasible.without` decides a drop from the block's null space alone; on random
+    drops it agrees with the direct block solve, and the p it carries meets the block's
+    constraints exactly."""
+    from lat.learner.gauge import _Feasible, _variants
+
+    model, _, fitted = busy
+    rows = _Rows(fitted.coefficients, fitted.blocks, fitted.support_block,
+                 fitted.support_position)
+    pattern = _variants(rows, coordinate_groups(model.interface), None)[0]
+    free = rows.free_rows(pattern.allows(rows.m, rows.qk, rows.ql))
+    states = [_Feasible(rows, b, free) for b in range(len(rows.rows_of))]
+    b = max(range(len(states)), key=lambda i: states[i].null.shape[1])
+    state, rng, agreed = states[b], np.random.default_rng(0), 0
+    for _ in range(40):
+        if state.rows.size < 4:
+            break
+        lost = np.sort(rng.choice(state.rows, size=int(rng.integers(1, 4)), replace=False))
+        reduced = state.without(lost, rows.tol * 1e-2, rows.largest)
+        remaining = np.zeros(rows.n, dtype=bool)
+        remaining[np.setdiff1d(state.rows, lost)] = True
+        assert (reduced is not None) == rows.solve(remaining, [b])[0]
+        if reduced is not None:
+            A = rows.bases[b][np.isin(rows.rows_of[b], reduced.rows)]
+            np.testing.assert_allclose(A.T @ reduced.p, rows.targets[b], atol=1e-10)
+            state, agreed = reduced, agreed + 1
+    assert agreed > 0
