@@ -70,7 +70,7 @@ class Pattern:
 
     def allows(self, m: np.ndarray, qk: np.ndarray, ql: np.ndarray) -> np.ndarray:
         """Which entries V[:, m]·Q[qk, ql] the pattern allows."""
-        fields = len(np.unique(self.groups)) + 1
+        fields = int(self.groups.max()) + 1  # field ids need not all occur (width 0)
         codes = [a * fields + b for a, b in self.query_pairs]
         return (np.isin(self.groups[m], list(self.value_fields))
                 & np.isin(self.groups[qk] * fields + self.groups[ql], codes))
