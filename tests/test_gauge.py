@@ -161,7 +161,7 @@ def test_a_column_drop_checked_on_the_null_space_agrees_with_a_block_solve(busy)
                  fitted.support_position)
     pattern = _variants(rows, coordinate_groups(model.interface), None)[0]
     free = rows.free_rows(pattern.allows(rows.m, rows.qk, rows.ql))
-    states = [_Feasible(rows, b, free) for b in range(len(rows.rows_of))]
+    states = [_Feasible.start(rows, b, free) for b in range(len(rows.rows_of))]
     b = max(range(len(states)), key=lambda i: states[i].null.shape[1])
     state, rng, agreed = states[b], np.random.default_rng(0), 0
     for _ in range(40):

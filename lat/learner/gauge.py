@@ -124,6 +124,7 @@ class _Rows:
         self.m = np.r_[j, k[off]]
         self.qk = np.r_[k, j[off]]
         self.ql = np.r_[l, l[off]]
+        self.column = self.qk * d + self.ql  # the query column (k, l) of W of every entry
         self.block = np.asarray(support_block, dtype=np.int64)
         self.rows_of = [np.flatnonzero(self.block == b) for b in range(len(blocks))]
         self.bases = [np.asarray(item.basis, dtype=np.float64)[support_position[rows]]
@@ -233,24 +234,29 @@ def _variants(rows: _Rows, groups: np.ndarray, deadline: float | None) -> list[P
     return patterns
 
 
+@dataclass(frozen=True)
 class _Feasible:
     """One block's feasible p on its free rows, and the null space Z of U[free]ᵀ: dropping
     rows D stays feasible exactly when some p + Zy vanishes on D (a |D| × dim Z solve), so
     a drop costs no block solve. Where U[free] has full row rank (Z empty, the usual case
     once the pattern is tight) p is unique and a drop is feasible iff p is zero on D."""
 
-    def __init__(self, rows: _Rows, b: int, free: np.ndarray) -> None:
+    rows: np.ndarray  # global rows, ascending
+    p: np.ndarray  # (rows, d_out)
+    null: np.ndarray  # (rows, dim Z)
+
+    @staticmethod
+    def start(rows: _Rows, b: int, free: np.ndarray) -> _Feasible:
+        """Block `b` with the rows `free`: its minimum-norm p and null space."""
         block_rows = rows.rows_of[b]
-        self.rows = block_rows[free[block_rows]]  # global rows, ascending
         A = rows.bases[b][free[block_rows]]
         if A.shape[0] == 0:
-            self.p = np.zeros((0, rows.values.shape[1]))
-            self.null = np.zeros((0, 0))
-            return
+            return _Feasible(block_rows[:0], np.zeros((0, rows.values.shape[1])),
+                             np.zeros((0, 0)))
         left, sigma, right = np.linalg.svd(A, full_matrices=True)
         rank = int(np.count_nonzero(sigma ** 2 > NULL_EIG))
-        self.p = left[:, :rank] @ ((right[:rank] @ rows.targets[b]) / sigma[:rank, None])
-        self.null = left[:, rank:]
+        p = left[:, :rank] @ ((right[:rank] @ rows.targets[b]) / sigma[:rank, None])
+        return _Feasible(block_rows[free[block_rows]], p, left[:, rank:])
 
     def without(self, lost: np.ndarray, tol: float, largest: float) -> _Feasible | None:
         """This block with the global rows `lost` forced to zero, or None if infeasible."""
@@ -270,26 +276,43 @@ class _Feasible:
             return None
         if p.size and float(np.abs(p).max()) > largest:
             return None
-        out = object.__new__(_Feasible)
-        out.rows, out.p, out.null = self.rows[keep], p[keep], null
-        return out
+        return _Feasible(self.rows[keep], p[keep], null)
+
+
+class _Columns:
+    """A pattern's allowed entries grouped by their query column of W."""
+
+    def __init__(self, rows: _Rows, allowed: np.ndarray) -> None:
+        candidates = np.flatnonzero(allowed)
+        order = np.argsort(rows.column[candidates], kind="stable")
+        self.entries = candidates[order]
+        self.names, self.starts, self.counts = np.unique(
+            rows.column[self.entries], return_index=True, return_counts=True)
+
+    def members(self, at: int) -> np.ndarray:
+        """The allowed entries of the `at`-th column."""
+        return self.entries[self.starts[at]: self.starts[at] + self.counts[at]]
+
+    def of(self, column: int) -> np.ndarray:
+        """The allowed entries of query column `column` (none where it is not allowed)."""
+        at = int(np.searchsorted(self.names, column))
+        if at == self.names.size or self.names[at] != column:
+            return np.zeros(0, dtype=np.int64)
+        return self.members(at)
 
 
 def _drop_columns(rows: _Rows, allowed: np.ndarray, deadline: float | None
                   ) -> tuple[np.ndarray, bool]:
     """Step 2: drop query columns (k, l) while every block stays feasible."""
     entries = allowed.copy()
-    candidates = np.flatnonzero(allowed)
-    column = rows.qk[candidates] * rows.d + rows.ql[candidates]
-    by_column = candidates[np.argsort(column, kind="stable")]
-    names, starts, counts = np.unique(np.sort(column), return_index=True, return_counts=True)
-    left = np.bincount(rows.entry_row[candidates], minlength=rows.n)  # entries per row
+    columns = _Columns(rows, allowed)
+    left = np.bincount(rows.entry_row[columns.entries], minlength=rows.n)  # entries per row
     free = left > 0
-    blocks = {b: _Feasible(rows, b, free) for b in range(len(rows.rows_of))}
-    for c in np.argsort(counts, kind="stable"):
+    blocks = {b: _Feasible.start(rows, b, free) for b in range(len(rows.rows_of))}
+    for c in np.argsort(columns.counts, kind="stable"):
         if deadline is not None and time.perf_counter() > deadline:
             return entries, False
-        members = by_column[starts[c]: starts[c] + counts[c]]
+        members = columns.members(int(c))
         touched, per_row = np.unique(rows.entry_row[members], return_counts=True)
         lost = touched[left[touched] == per_row]  # rows left with no entry
         trial = {}
@@ -316,24 +339,12 @@ def _balance(rows: _Rows, entries: np.ndarray, allowed: np.ndarray, deadline: fl
     but dropped column (k′, l) restored in its place — when the constraints still hold and
     the block k′ belongs to stays below the busiest."""
     d = rows.d
-    candidates = np.flatnonzero(allowed)
-    codes = rows.qk[candidates] * d + rows.ql[candidates]
-    order = np.argsort(codes, kind="stable")
-    names, starts = np.unique(codes[order], return_index=True)
-    ends = np.r_[starts[1:], order.size]
-
-    def members(key: int, query: int) -> np.ndarray:  # allowed entries of column (key, query)
-        at = int(np.searchsorted(names, key * d + query))
-        if at == names.size or names[at] != key * d + query:
-            return np.zeros(0, dtype=np.int64)
-        return candidates[order[starts[at]: ends[at]]]
-
+    allowed_columns = _Columns(rows, allowed)
     for _ in range(rounds):
         if deadline is not None and time.perf_counter() > deadline:
             break
         chosen = np.flatnonzero(entries)
-        columns, column_of = np.unique(rows.qk[chosen] * d + rows.ql[chosen],
-                                       return_inverse=True)
+        columns, column_of = np.unique(rows.column[chosen], return_inverse=True)
         block = column_labels(rows.m[chosen], column_of, columns.size)
         load = np.bincount(block)
         key_load = np.zeros(d, dtype=np.int64)
@@ -342,12 +353,12 @@ def _balance(rows: _Rows, entries: np.ndarray, allowed: np.ndarray, deadline: fl
         moved = False
         for column in columns[block == busiest]:
             key, query = divmod(int(column), d)
-            here = members(key, query)
+            here = allowed_columns.of(int(column))
             here = here[entries[here]]
             for other in np.argsort(key_load, kind="stable"):
                 if key_load[other] + 1 >= load[busiest]:
                     break
-                there = members(int(other), query)
+                there = allowed_columns.of(int(other) * d + query)
                 there = there[~entries[there]]
                 if not there.size:
                     continue
@@ -382,6 +393,6 @@ def _heads(rows: _Rows, entries: np.ndarray, coefficients: Coefficients
     which, a = np.nonzero(np.abs(values) > ZERO_RTOL * scale)
     e = chosen[which]
     d = rows.d
-    return heads_from_entries(a * d + rows.m[e], rows.qk[e] * d + rows.ql[e],
+    return heads_from_entries(a * d + rows.m[e], rows.column[e],
                               values[which, a], d, coefficients.d_out,
                               support=coefficients.columns, columns=True)
