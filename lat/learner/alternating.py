@@ -32,7 +32,7 @@ from functools import cached_property
 import numpy as np
 import torch
 
-from lat.learner.features import Coefficients, block_layout, column_labels, feature_triples
+from lat.learner.features import Coefficients, block_layout, column_labels, oriented_entries
 
 STALL_STEPS, STALL_FACTOR = 25, 0.5  # abandon a start when 25 sweeps do not halve the residual
 PLATEAU_STEPS, PLATEAU_FACTOR = 5, 0.9  # … or when 5 sweeps gain less than 10 % together
@@ -129,15 +129,10 @@ class Alternating:
     def __init__(self, problem: Constraints) -> None:
         self.problem = problem
         d = problem.d
-        j, k, l = feature_triples(d, problem.columns).T
-        off = np.flatnonzero(j != k)
-        n = j.size
-        self.n = n
-        self.entry_row = np.r_[np.arange(n), off]
+        self.entry_row, self.m, self.qk, self.ql = oriented_entries(d, problem.columns)
+        n = self.n = problem.columns.size
+        off = self.entry_row[n:]
         self.E = self.entry_row.size
-        self.m = np.r_[j, k[off]]
-        self.qk = np.r_[k, j[off]]
-        self.ql = np.r_[l, l[off]]
         self.entry_position = problem.position[self.entry_row]
         # entries of each row side by side: slot 0 always, slot 1 for off-diagonal rows
         slots = np.full((n, 2), -1, dtype=np.int64)

@@ -40,6 +40,7 @@ __all__ = [
     "feature_index",
     "feature_triples",
     "n_features",
+    "oriented_entries",
     "pair_index",
     "prefix_features",
     "sequence_pairs",
@@ -72,6 +73,16 @@ def feature_triples(d: int, columns: np.ndarray | None = None) -> np.ndarray:
     columns = np.asarray(columns, dtype=np.int64)
     pair, l = np.divmod(columns, d)
     return np.stack([upper_j[pair], upper_k[pair], l], axis=1)
+
+
+def oriented_entries(d: int, columns: np.ndarray
+                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The two orders of every reduced column's pair: (row, m, qk, ql) per entry, where
+    column i = (j, k, l) holds V[:, m]·Q[qk, ql] for (m, qk) = (j, k) and, when j ≠ k,
+    (k, j) — the first n entries one per column, then the off-diagonal columns' second."""
+    j, k, l = feature_triples(d, columns).T
+    off = np.flatnonzero(j != k)
+    return np.r_[np.arange(j.size), off], np.r_[j, k[off]], np.r_[k, j[off]], np.r_[l, l[off]]
 
 
 def prefix_features(tokens: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -39,7 +39,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from lat.learner.budget import reserve
-from lat.learner.features import Coefficients, column_labels, feature_triples
+from lat.learner.features import Coefficients, column_labels, feature_triples, oriented_entries
 from lat.learner.heads import ZERO_RTOL, heads_from_entries
 from lat.runtime.interface import Interface
 
@@ -116,14 +116,9 @@ class _Rows:
         d = coefficients.d
         self.d = d
         self.values = np.asarray(coefficients.values, dtype=np.float64)
-        j, k, l = feature_triples(d, coefficients.columns).T
-        self.n = n = j.size
-        off = np.flatnonzero(j != k)
-        self.j, self.k, self.l = j, k, l
-        self.entry_row = np.r_[np.arange(n), off]
-        self.m = np.r_[j, k[off]]
-        self.qk = np.r_[k, j[off]]
-        self.ql = np.r_[l, l[off]]
+        self.j, self.k, self.l = feature_triples(d, coefficients.columns).T
+        self.n = self.j.size
+        self.entry_row, self.m, self.qk, self.ql = oriented_entries(d, coefficients.columns)
         self.column = self.qk * d + self.ql  # the query column (k, l) of W of every entry
         self.block = np.asarray(support_block, dtype=np.int64)
         self.rows_of = [np.flatnonzero(self.block == b) for b in range(len(blocks))]
