@@ -62,8 +62,11 @@ from lat.learner.features import (  # sequence_pairs, stack_features: re-exporte
     sequence_pairs,
     stack_features,
 )
-from lat.learner.heads import recover_heads, support_coefficients  # the latter re-exported
-from lat.learner.heads import train_error as heads_train_error
+from lat.learner.heads import (  # support_coefficients: re-exported
+    recover_heads,
+    support_coefficients,
+    train_error,
+)
 from lat.learner.minimise import fewer_heads, minimise_fit
 
 EIG_RTOL = 1e-11
@@ -224,7 +227,7 @@ def fit(
     seconds["heads"] = time.perf_counter() - clock
 
     clock = time.perf_counter()
-    train_error = heads_train_error(V, Q, support, rows, cols, vals, Y)
+    error = train_error(V, Q, support, rows, cols, vals, Y)
     seconds["train_check"] = time.perf_counter() - clock
 
     fitted = Fit(
@@ -240,7 +243,7 @@ def fit(
         support_position=support_position,
         V=V,
         Q=Q,
-        train_max_abs_error=train_error,
+        train_max_abs_error=error,
         coefficient_max_abs_error=float(np.abs(predicted - Y).max()) if Y.size else 0.0,
         output_scale=float(np.abs(Y).max()) if Y.size else 0.0,
         featureless_samples=int(N - np.count_nonzero(featured)),
