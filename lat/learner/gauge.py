@@ -34,7 +34,7 @@ from __future__ import annotations
 import itertools
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -89,8 +89,7 @@ class Gauge:
     V: np.ndarray
     Q: np.ndarray
     pattern: Pattern
-    variants: int
-    complete: bool  # False: the deadline cut the elimination short (still exact)
+    complete: bool  # False: the deadline cut a variant's elimination short (still exact)
 
     @property
     def heads(self) -> int:
@@ -180,17 +179,16 @@ def sparse_heads(coefficients: Coefficients, blocks: Sequence, support_block: np
     # the smallest pattern first: cheapest to search, and fewer entries rarely need more heads
     allowed = [pattern.allows(rows.m, rows.qk, rows.ql) for pattern in variants]
     order = sorted(range(len(variants)), key=lambda i: int(allowed[i].sum()))
-    for count, i in enumerate(order, start=1):
-        pattern = variants[i]
+    for i in order:
         if deadline is not None and time.perf_counter() > deadline:
             break  # a pattern with nothing dropped is not worth its block solves
         entries, complete = _drop_columns(rows, allowed[i], deadline)
         entries = _balance(rows, entries, allowed[i], deadline)
         V, Q = _heads(rows, entries, coefficients)
         if best is None or V.shape[0] < best.heads:
-            best = Gauge(V, Q, pattern, count, complete)
-        else:
-            best = Gauge(best.V, best.Q, best.pattern, count, best.complete and complete)
+            best = Gauge(V, Q, variants[i], complete and (best is None or best.complete))
+        elif not complete:
+            best = replace(best, complete=False)
     return best
 
 
