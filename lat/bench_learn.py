@@ -100,7 +100,7 @@ def learner_figures(quick: bool) -> dict[str, object]:
 
 MACHINE_PROGRAMS = {  # benchmarks/programs: (file, `learn` options as `lat learn` flags)
     "increment12": ("increment_msb12.lat", {"design_rounds": 2}),
-    "copy": ("copy.lat", {"samples": 100, "max_len": 6, "design_rounds": 1,
+    "copy": ("copy.lat", {"samples": 100, "max_len": 6, "design_rounds": 20,
                           "time_budget": 280.0, "memory_budget": 4 << 30}),
 }
 

@@ -124,3 +124,44 @@ def test_input_lengths_bound_the_design():
     lengths = input_lengths(source, 5)
     design = design_words(source, lengths, pool=100, rounds=1)
     assert design.words and all(len(w) <= 5 for w in design.words)
+
+
+def test_a_design_round_takes_only_the_words_that_open_a_count_span():
+    """`opening_words`: an ordered part of the design sample, after which no word of the
+    sample opens the training count spans (so none is outside the training features)."""
+    from lat.api import shipped_program
+    from lat.compiler import compile_source
+    from lat.learner.counts import CountCover
+    from lat.learner.design import opening_words
+
+    source = compile_source(shipped_program("increment.lat"), "increment.lat").model
+    lengths = input_lengths(source, 8)
+    start = domain_words(source.interface, 5, lengths, np.random.default_rng(0))
+    sample = domain_words(source.interface, 400, lengths, np.random.default_rng(1))
+    cover = CountCover(2048)
+    for tokens in record_traces(source, start).tokens:
+        cover.add(tokens)
+    chosen = opening_words(source, cover, sample)
+    assert 0 < len(chosen) < len(sample) // 4
+    positions = [sample.index(w) for w in chosen]
+    assert positions == sorted(positions)  # in the sample's order
+    trained = record_traces(source, start + chosen).tokens
+    fresh = CountCover(2048)
+    for tokens in trained:
+        fresh.add(tokens)
+    runs = record_traces(source, sample).tokens
+    assert not fresh.opens(runs).any()
+    fitted = fit([(t, np.zeros((t.shape[0], 1))) for t in trained], heads=False)
+    assert sequence_residuals(fitted, runs).max() <= COVERAGE_TOL
+
+
+def test_a_sampled_machine_design_converges_in_count_space():
+    from lat.api import shipped_program
+    from lat.compiler import compile_source
+
+    source = compile_source(shipped_program("increment.lat"), "increment.lat").model
+    result = learn(source, exact=False, samples=5, max_len=8, domain_samples=200)
+    assert result.certificate.scope == "sampled"
+    assert result.design["design_converged"] is True
+    assert result.certificate.identifiable and result.equivalent is True
+    assert result.traces < 200  # a few spanning words, not every uncovered one

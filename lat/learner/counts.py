@@ -13,12 +13,13 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from lat.learner.compress import PrefixCounts
 from lat.runtime.model import CompiledModel
 
 Word = tuple[str, ...]
 COUNT_TOL = 1e-9  # relative residual above which a count vector opens a new direction
 
-__all__ = ["COUNT_TOL", "CountSpans", "Domain", "Hull", "Span", "Vocabulary",
+__all__ = ["COUNT_TOL", "CountCover", "CountSpans", "Domain", "Hull", "Span", "Vocabulary",
            "iter_pair_outputs", "pair_outputs", "relative_residual"]
 
 
@@ -67,6 +68,105 @@ class Span:
             self._rows = grown
         self._rows[self._k] = r / rn
         self._k += 1
+        return True
+
+
+class CountCover:
+    """Per current token c, the span L_c of the count vectors of every prefix added that
+    ends at c: the count-space form of the training span, for data design.
+
+    A prefix's reduced features are f = M_c n, linear in its count vector n given its
+    current token c (compress.py). So a prefix whose n lies in L_c has its features in the
+    span of the added prefixes' features: a word none of whose prefixes *opens* L_c (relative
+    residual > COUNT_TOL) adds nothing a fit could use. The converse does not hold (M_c may
+    have a kernel): a word can open L_c and add no feature direction, so a design that
+    covers counts may take a trace a feature design would not, never one fewer.
+
+    Vocabulary ids are numbered in order of first appearance; count vectors over ids seen
+    later are longer, and the stored bases grow zero columns. `max_vocabulary` bounds the
+    count space (memory: Σ_c dim L_c × vocabulary × 8 bytes); past it `full` is set, `opens`
+    answers True for every sequence and `add` adds nothing (callers fall back to the
+    features)."""
+
+    def __init__(self, max_vocabulary: int) -> None:
+        self.max_vocabulary = max_vocabulary
+        self.index: dict[bytes, int] = {}
+        self._bases: dict[int, np.ndarray] = {}  # c -> (capacity, width) rows, first k used
+        self._dims: dict[int, int] = {}
+        self.full = False
+
+    @property
+    def dimension(self) -> int:
+        """Σ_c dim L_c."""
+        return sum(self._dims.values())
+
+    def _prefix_counts(self, sequences: Sequence[np.ndarray]) -> PrefixCounts:
+        counts = PrefixCounts(sequences, self.index)
+        self.full = self.full or counts.vocabulary > self.max_vocabulary
+        return counts
+
+    def _rows(self, c: int, u: int) -> np.ndarray:
+        """L_c's orthonormal basis as rows (dim, u), over the first u ids (a view when the
+        stored rows are that wide already)."""
+        k = self._dims.get(c, 0)
+        stored = self._bases.get(c)
+        if stored is None:
+            return np.zeros((0, u))
+        if stored.shape[1] < u:  # ids seen since: zero coordinates
+            stored = self._bases[c] = np.pad(stored, ((0, 0), (0, u - stored.shape[1])))
+        return stored[:k]
+
+    def opens(self, sequences: Sequence[np.ndarray]) -> np.ndarray:
+        """Whether some prefix of each sequence opens its L_c (nothing is added)."""
+        counts = self._prefix_counts(sequences)
+        opened = np.zeros(len(sequences), dtype=bool)
+        if self.full:  # no longer answers: every sequence may open
+            return ~opened
+        if not counts.ids.size:
+            return opened
+        owner = np.repeat(np.arange(len(sequences)),
+                          [np.asarray(s).shape[0] for s in sequences])
+        u = counts.vocabulary
+        for c in np.unique(counts.ids).tolist():
+            rows = np.flatnonzero(counts.ids == c)
+            N = counts.counts_over(rows, u)
+            basis = self._rows(c, u)
+            left = N - (N @ basis.T) @ basis
+            norms = np.linalg.norm(N, axis=1)
+            opened[owner[rows[np.linalg.norm(left, axis=1) > COUNT_TOL * norms]]] = True
+        return opened
+
+    def add(self, sequence: np.ndarray) -> bool:
+        """Add every prefix of one sequence; True when one opened its L_c."""
+        counts = self._prefix_counts([sequence])
+        if self.full or not counts.ids.size:
+            return False
+        u = counts.vocabulary
+        N = counts.counts_over(np.arange(counts.ids.size), u)
+        grew = False
+        for c, n in zip(counts.ids.tolist(), N, strict=True):
+            grew |= self._add_one(c, n)
+        return grew
+
+    def _add_one(self, c: int, n: np.ndarray) -> bool:
+        """Gram–Schmidt, twice (as `Span.add`), of one count vector into L_c."""
+        rows = self._rows(c, n.size)
+        norm = float(np.linalg.norm(n))
+        r = n - (rows @ n) @ rows
+        if norm == 0.0 or float(np.linalg.norm(r)) <= COUNT_TOL * norm:
+            return False
+        r -= (rows @ r) @ rows
+        length = float(np.linalg.norm(r))
+        if length <= COUNT_TOL * norm:
+            return False
+        k = rows.shape[0]
+        stored = self._bases.get(c)
+        if stored is None or stored.shape[0] == k:  # capacity doubles
+            grown = np.zeros((max(8, 2 * k), n.size))
+            grown[:k] = rows
+            stored = self._bases[c] = grown
+        stored[k] = r / length
+        self._dims[c] = k + 1
         return True
 
 

@@ -49,6 +49,7 @@ from lat.learner.certificate import (
     sequence_residuals,
     span_residuals,
 )
+from lat.learner.counts import CountCover
 from lat.learner.features import block_layout, column_labels, prefix_features
 from lat.learner.solve import Fit
 from lat.learner.traces import chunked_rollouts
@@ -56,7 +57,7 @@ from lat.runtime.device import single_thread
 from lat.runtime.execute import rollout
 from lat.runtime.model import CompiledModel
 
-__all__ = ["CHECK_CHUNK", "Design", "FeatureSpan", "Part", "design_words",
+__all__ = ["CHECK_CHUNK", "Design", "FeatureSpan", "Part", "design_words", "opening_words",
            "spanning_selection", "token_runs", "trace_features", "uncovered_words"]
 
 Word = tuple[str, ...]
@@ -377,6 +378,32 @@ def design_words(source: CompiledModel, lengths: Sequence[int], *, pool: int = 2
         candidates += len(sample)
     return Design(words=chosen, nodes=len(reach), explored=explored, candidates=candidates,
                   rounds=used, seconds=time.perf_counter() - clock)
+
+
+def opening_words(source: CompiledModel, cover: CountCover, words: Sequence[Word],
+                  progress: Callable[[str, int, int], None] | None = None,
+                  phase: str = "design") -> list[Word] | None:
+    """The words, in order, whose rollout through `source` opens a count span of `cover`
+    (counts.py), each added to `cover` as it is taken: a spanning subset of what
+    `uncovered_words` would give, with every word's prefixes in the training span once
+    these are trained on. None when the vocabulary outgrows the cover (`cover.full`).
+
+    Checked a chunk at a time in count space (|U| numbers a prefix instead of its
+    features); only the chunk's opening words are re-checked one by one as the span grows."""
+    found: list[Word] = []
+    done = 0
+    for runs in chunked_rollouts(source, words, progress=progress, phase=phase):
+        tokens = [np.asarray(r.tokens, np.float64) for r in runs]
+        opened = cover.opens(tokens)
+        if cover.full:
+            return None
+        for i in np.flatnonzero(opened).tolist():
+            if cover.add(tokens[i]):
+                found.append(tuple(words[done + i]))
+            if cover.full:
+                return None
+        done += len(runs)
+    return found
 
 
 def uncovered_words(source: CompiledModel, fitted: Fit, words: Sequence[Word],

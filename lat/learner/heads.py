@@ -48,7 +48,8 @@ from lat.learner.features import Coefficients, column_labels, feature_triples, n
 ZERO_RTOL = 1e-12
 RANK_RTOL = 1e-11
 
-__all__ = ["RANK_RTOL", "ZERO_RTOL", "head_bytes", "head_coefficients", "heads_from_entries",
+__all__ = ["RANK_RTOL", "ZERO_RTOL", "head_bytes", "head_coefficients", "head_count",
+           "heads_from_entries",
            "lift", "recover_heads", "support_coefficients", "svd_bytes", "train_error"]
 
 
@@ -124,12 +125,9 @@ def heads_from_entries(rows: np.ndarray, cols: np.ndarray, vals: np.ndarray, d: 
     count, exactly W, and as sparse as W (its SVD factors are dense)."""
     blocks = _block_svds(rows, cols, vals, d, keep_dense=columns)
     del rows, cols, vals
-    if not blocks:
-        return np.zeros((1, d_out, d)), np.zeros((1, d, d))
-    sigma_max = max(float(s[0]) for _, _, _, s, _, _ in blocks)
     kept = []
-    for block_rows, block_cols, u, s, vt, dense in blocks:
-        rank = int(np.count_nonzero(s > RANK_RTOL * sigma_max))
+    for (block_rows, block_cols, u, s, vt, dense), rank in zip(blocks, _ranks(blocks),
+                                                                strict=True):
         if rank and dense is not None and rank == block_cols.size:
             kept.append((block_rows, block_cols, dense, np.eye(rank)))
         elif rank:
@@ -137,8 +135,10 @@ def heads_from_entries(rows: np.ndarray, cols: np.ndarray, vals: np.ndarray, d: 
             kept.append((block_rows, block_cols, u[:, :rank] * root, vt[:rank].T * root))
     if not kept:
         return np.zeros((1, d_out, d)), np.zeros((1, d, d))
-    packs = _pack(kept, d, support) if support is not None else [[i] for i in range(len(kept))]
-    heads = sum(max(kept[i][2].shape[1] for i in pack) for pack in packs)
+    ranks = [left.shape[1] for _, _, left, _ in kept]
+    packs = (_pack([(r, c) for r, c, _, _ in kept], ranks, d, support)
+             if support is not None else [[i] for i in range(len(kept))])
+    heads = sum(max(ranks[i] for i in pack) for pack in packs)
     reserve("heads", head_bytes(heads, d, d_out),
             f"laying out {heads:,} heads (d = {d}, d_out = {d_out})")
     V = np.zeros((heads, d_out * d), dtype=np.float64)
@@ -150,14 +150,38 @@ def heads_from_entries(rows: np.ndarray, cols: np.ndarray, vals: np.ndarray, d: 
             rank = left.shape[1]
             V[first : first + rank, block_rows] = left.T
             Q[first : first + rank, block_cols] = right.T
-        first += max(kept[i][2].shape[1] for i in pack)
+        first += max(ranks[i] for i in pack)
     return V.reshape(heads, d_out, d), Q.reshape(heads, d, d)
 
 
+def head_count(coefficients: Coefficients, support: np.ndarray | None = None) -> int:
+    """The number of heads `recover_heads` gives (Algorithm 1's, packed against `support`
+    when given), from the blocks' singular values alone: no head is laid out, so a fit
+    whose heads another route replaces (the sparse gauge) never holds them."""
+    blocks = _block_svds(*lift(coefficients), coefficients.d, values_only=True)
+    kept = [(block[0], block[1], rank) for block, rank in zip(blocks, _ranks(blocks),
+                                                             strict=True) if rank]
+    if not kept:
+        return 1
+    ranks = [rank for _, _, rank in kept]
+    packs = (_pack([(r, c) for r, c, _ in kept], ranks, coefficients.d, support)
+             if support is not None else [[i] for i in range(len(kept))])
+    return sum(max(ranks[i] for i in pack) for pack in packs)
+
+
+def _ranks(blocks: list) -> list[int]:
+    """Each block's rank: singular values above RANK_RTOL × the largest over all blocks."""
+    if not blocks:
+        return []
+    sigma_max = max(float(s[0]) for _, _, _, s, _, _ in blocks)
+    return [int(np.count_nonzero(s > RANK_RTOL * sigma_max)) for _, _, _, s, _, _ in blocks]
+
+
 def _block_svds(rows: np.ndarray, cols: np.ndarray, vals: np.ndarray, d: int,
-                keep_dense: bool = False) -> list:
+                keep_dense: bool = False, values_only: bool = False) -> list:
     """SVD of every connected block of W: (rows, cols, U, σ, Vᵀ, the block itself when
-    `keep_dense`, else None) per block, σ descending."""
+    `keep_dense`, else None) per block, σ descending; U and Vᵀ are None when
+    `values_only`."""
     if vals.size == 0:
         return []
     labels = column_labels(rows, cols, d * d)[cols]  # one component per entry
@@ -168,31 +192,38 @@ def _block_svds(rows: np.ndarray, cols: np.ndarray, vals: np.ndarray, d: int,
     indexed = [(np.unique(rows[start:stop], return_inverse=True),
                 np.unique(cols[start:stop], return_inverse=True)) for start, stop in spans]
     shapes = [(r[0].size, c[0].size) for r, c in indexed]
-    needed = svd_bytes(shapes) + (8 * sum(m * n for m, n in shapes) if keep_dense else 0)
+    needed = (8 * max((2 * m * n + min(m, n) for m, n in shapes), default=0) if values_only
+              else svd_bytes(shapes) + (8 * sum(m * n for m, n in shapes) if keep_dense else 0))
     reserve("heads", needed, f"the SVD of {len(shapes):,} blocks of W (largest "
             f"{format_bytes(8 * max(m * n for m, n in shapes))} dense)" if shapes else "")
     out = []
     for (start, stop), ((block_rows, r), (block_cols, c)) in zip(spans, indexed, strict=True):
         dense = np.zeros((block_rows.size, block_cols.size), dtype=np.float64)
         np.add.at(dense, (r, c), vals[start:stop])  # a pair entry may receive two halves
+        if values_only:
+            out.append((block_rows, block_cols, None, np.linalg.svd(dense, compute_uv=False),
+                        None, None))
+            continue
         u, s, vt = np.linalg.svd(dense, full_matrices=False)
         out.append((block_rows, block_cols, u, s, vt, dense if keep_dense else None))
     return out
 
 
-def _pack(kept: list, d: int, support: np.ndarray) -> list[list[int]]:
-    """Greedy first-fit packing of blocks into shared heads (largest rank first).
+def _pack(blocks: list[tuple[np.ndarray, np.ndarray]], ranks: list[int], d: int,
+          support: np.ndarray) -> list[list[int]]:
+    """Greedy first-fit packing of blocks ((W rows, W cols) each, of these ranks) into
+    shared heads (largest rank first).
 
     A block joins a pack when every cross term with the pack's members lands on a reduced
     feature outside `support`: entry ((a,j),(k,l)) of W multiplies feature {j,k},l.
     """
     support = np.asarray(support, dtype=np.int64)
-    order = sorted(range(len(kept)), key=lambda i: -kept[i][2].shape[1])
+    order = sorted(range(len(blocks)), key=lambda i: -ranks[i])
     packs: list[list[int]] = []
     pack_j: list[np.ndarray] = []  # value-side coordinates j of each pack's rows
     pack_cols: list[np.ndarray] = []  # query-side columns (k, l) of each pack
     for i in order:
-        block_rows, block_cols = kept[i][0], kept[i][1]
+        block_rows, block_cols = blocks[i]
         js = np.unique(block_rows % d)
         for p in range(len(packs)):
             if _disjoint_cross(js, pack_cols[p], d, support) and _disjoint_cross(

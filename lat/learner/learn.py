@@ -35,7 +35,9 @@ from lat.learner.certificate import (
     sequence_residuals,
 )
 from lat.learner.check import check_with_source, check_with_traces, not_checked
-from lat.learner.design import uncovered_words
+from lat.learner.compress import COUNT_SPAN_MAX_VOCABULARY
+from lat.learner.counts import CountCover
+from lat.learner.design import opening_words, uncovered_words
 from lat.learner.domain import (
     EXACT_BUDGET,
     Domain,
@@ -47,7 +49,7 @@ from lat.learner.domain import (
 )
 from lat.learner.equivalence import Equivalence
 from lat.learner.gauge import coordinate_groups
-from lat.learner.solve import Fit, fit, minimal_heads
+from lat.learner.solve import Fit, fit, minimal_heads, with_heads
 from lat.learner.traces import Traces, merge_traces, record_in_chunks, rollouts
 from lat.runtime.errors import InputError
 from lat.runtime.execute import RunResult
@@ -302,24 +304,38 @@ def learn(
                 converged = False
                 design_rng = np.random.default_rng([seed, 1])
                 lengths = input_lengths(source, domain_max_len or max_len)
+                cover = _count_cover(traces)  # None: design on the fit's feature span
                 while rounds < design_rounds:
                     sample = domain_words(source.interface, DESIGN_FACTOR * domain_samples,
                                           lengths, design_rng)
-                    uncovered = uncovered_words(source, fitted, sample, design_progress)
+                    uncovered = (opening_words(source, cover, sample, design_progress)
+                                 if cover is not None else None)
+                    if uncovered is None:  # no cover, or the vocabulary outgrew it
+                        cover = None
+                        fitted = _fit(traces, workers, design_progress, budget)
+                        uncovered = uncovered_words(source, fitted, sample, design_progress)
                     if not uncovered:
                         converged = True
                         break
                     uncovered, cut = _cap(uncovered, len(traces), cap())
                     capped |= cut
-                    if not uncovered:
+                    if uncovered:
+                        traces = merge_traces(traces, record_in_chunks(source, uncovered,
+                                                                       design_progress))
+                        rounds += 1
+                    if cover is None and uncovered:
+                        fitted = _fit(traces, workers, design_progress, budget)
+                    if cut:  # the cover holds words not trained on: no further round
                         break
-                    more = merge_traces(traces, record_in_chunks(source, uncovered,
-                                                                 design_progress))
-                    fitted, traces = _fit(more, workers, design_progress, budget), more
-                    rounds += 1
         except BudgetUp as up:  # keep the last finished fit
             certify_runs = None
             stop(up, "design")
+        if fitted.sequences != len(traces):  # count design: one fit, after its rounds
+            try:
+                fitted = _fit(traces, workers, guarded, budget)
+            except BudgetUp as up:  # the first fit stands, with the traces it saw
+                stop(up, "design")
+                traces = traces.first(fitted.sequences)
     if capped and memory_caps and (max_traces is None or memory_caps[-1] < max_traces):
         report.update(stopped="memory budget", stopped_in="design")
     seconds["fit"] = time.perf_counter() - clock - fitted.seconds.get("train_check", 0.0)
@@ -330,9 +346,10 @@ def learn(
         report["design_details"] = designed.summary()
 
     # -- minimise --------------------------------------------------------------------------
+    skipped_by: BudgetUp | None = None
     if minimise:
-        try:  # out of time or memory already: keep Algorithm 1's heads
-            budget.check("minimise")  # and its training features, rebuilt after the search
+        try:  # out of time or memory already: Algorithm 1's heads
+            budget.check("minimise")
             budget.afford("minimise", estimate.bytes_per_trace * len(traces), "the features")
             clock = time.perf_counter()
             with budget.in_force():
@@ -340,10 +357,19 @@ def learn(
                                        groups=coordinate_groups(traces.interface))
             seconds["minimise_heads"] = time.perf_counter() - clock
         except BudgetUp as up:
+            if up.phase == "heads":  # Algorithm 1's heads do not fit: nothing cheaper
+                raise stopped_before_fit(up, len(traces)) from None
             stop(up, "minimise")
-            if isinstance(up, MemoryUp):  # the cheaper path: Algorithm 1's heads
-                budget.notes.append(f"minimise skipped ({up}): Algorithm 1's {fitted.heads} "
-                                    "heads kept")
+            skipped_by = up if isinstance(up, MemoryUp) else None  # the cheaper path
+    if fitted.heads == 0:  # fitted without heads and the search did not run: Algorithm 1's
+        try:
+            with budget.in_force():
+                fitted = with_heads(fitted, traces)
+        except MemoryUp as up:
+            raise stopped_before_fit(up, len(traces)) from None
+    if skipped_by is not None:
+        budget.notes.append(f"minimise skipped ({skipped_by}): Algorithm 1's {fitted.heads} "
+                            "heads kept")
     model = CompiledModel(
         V=torch.from_numpy(fitted.V),
         Q=torch.from_numpy(fitted.Q),
@@ -474,6 +500,17 @@ def _certified_domain(domain: Domain, certificate: Certificate, equivalence: Equ
     }
 
 
+def _count_cover(traces: Traces) -> CountCover | None:
+    """The training traces' count spans, for design in count space (design.opening_words);
+    None where the vocabulary is too large for them (the design then uses the fit)."""
+    cover = CountCover(COUNT_SPAN_MAX_VOCABULARY)
+    for tokens in traces.tokens:
+        cover.add(tokens)
+        if cover.full:
+            return None
+    return cover
+
+
 def _cap(words: list[Word], have: int, max_traces: int | None) -> tuple[list[Word], bool]:
     if max_traces is None or have + len(words) <= max_traces:
         return words, False
@@ -481,14 +518,15 @@ def _cap(words: list[Word], have: int, max_traces: int | None) -> tuple[list[Wor
 
 
 def _fit(traces: Traces, workers: int, progress: Progress | None, budget: Budget) -> Fit:
-    """A fit without the fewest-heads search (learn runs it once, on the final fit); head
-    recovery reserves its memory against `budget` (heads.py)."""
+    """A fit without heads (the design refits; the head search or `with_heads` lays out the
+    final fit's once) and without the fewest-heads search (learn runs it once, on the
+    final fit). The sharded fit recovers Algorithm 1's heads as it goes."""
     if workers > 1:
         from lat.learner.distributed import fit_workers
 
         return fit_workers(traces, workers, minimise=False)
     with budget.in_force():
-        return fit(traces, progress=progress, minimise=False)
+        return fit(traces, progress=progress, minimise=False, heads=False)
 
 
 def _check_supported(model: CompiledModel) -> None:

@@ -48,7 +48,7 @@ from lat.learner.alternating import Alternating, Constraints, constraints
 from lat.learner.budget import format_bytes, in_force_room, note, reserve
 from lat.learner.features import Coefficients
 from lat.learner.gauge import sparse_heads
-from lat.learner.heads import train_error
+from lat.learner.heads import head_count, recover_heads, train_error
 from lat.runtime.device import single_thread
 from lat.runtime.storage import stored_sparse
 
@@ -203,45 +203,71 @@ def minimise_fit(fitted: Fit, training: Callable[[], tuple[np.ndarray, ...]],
                  seconds_limit: float | None = None, groups: np.ndarray | None = None) -> Fit:
     """The fewest heads for `fitted`, kept only when they reproduce every training output
     (`training()` gives its features and outputs, built only then) to MINIMAL_HEADS_RTOL ×
-    max(1, max|y|), or as well as the old ones did.
+    max(1, max|y|), or as well as Algorithm 1's heads did.
 
     Where `groups` are given and Algorithm 1's heads exceed what the alternating search
     tries (machines), the sparse gauge (gauge.py) runs first, under its own GAUGE_SECONDS
-    (or the caller's `seconds_limit`), then the search for a quarter of its budget (on the
-    5-state increment machine it finds nothing in that time; the gauge's 6 heads, the
-    compiled count, stand against Algorithm 1's 515). Of the candidates the fewest heads
-    win, then the smaller artifact (dense search heads against sparse gauge heads)."""
+    (or the caller's `seconds_limit`), then the search for a quarter of its budget, from
+    the gauge's heads (on the 5-state increment machine it finds nothing in that time; the
+    gauge's 6 heads, the compiled count, stand against Algorithm 1's 515). Of the
+    candidates the fewest heads win, then the smaller artifact (dense search heads against
+    sparse gauge heads).
+
+    A fit made without heads (`fit(heads=False)`) gets Algorithm 1's only where they are
+    needed: as the search's start when there is no gauge candidate, and as the result when
+    no candidate passes. Their count is known without them (`head_count`), so a machine
+    whose gauge succeeds never holds Algorithm 1's hundreds of dense heads."""
     seconds = dict(fitted.seconds)
     limit = MINIMISE_SECONDS if seconds_limit is None else min(seconds_limit, MINIMISE_SECONDS)
     clock = time.perf_counter()
+    known = fitted.heads > 0  # else fit(heads=False): Algorithm 1's heads not laid out yet
+    algorithm1 = (fitted.heads_before_minimising or fitted.heads if known
+                  else head_count(fitted.coefficients, fitted.support))
+    fitted = replace(fitted, heads_before_minimising=algorithm1)
     candidates = []
-    if groups is not None and fitted.heads > GAUGE_MIN_HEADS and limit > 0:
+    if groups is not None and algorithm1 > GAUGE_MIN_HEADS and limit > 0:
         gauge_limit = GAUGE_SECONDS if seconds_limit is None else min(seconds_limit,
                                                                       GAUGE_SECONDS)
         gauge = sparse_heads(fitted.coefficients, fitted.blocks, fitted.support_block,
                              fitted.support_position, groups, deadline=clock + gauge_limit)
-        if gauge is not None and gauge.heads < fitted.heads:
+        if gauge is not None and gauge.heads < algorithm1:
             candidates.append((gauge.V, gauge.Q))
         spent = time.perf_counter() - clock
         limit = min(MINIMISE_SECONDS / 4, limit if seconds_limit is None
                     else seconds_limit - spent)
+    if not candidates and fitted.heads == 0:  # the search's start, and the fallback
+        fitted = _with_algorithm1(fitted)
+    start = candidates[0] if candidates else (fitted.V, fitted.Q)
     found = fewer_heads(fitted.coefficients, fitted.blocks, fitted.support_block,
-                        fitted.support_position, fitted.V, fitted.Q, limit)
+                        fitted.support_position, *start, limit)
     candidates += [found] if found is not None else []
     seconds["heads"] = seconds.get("heads", 0.0) + time.perf_counter() - clock
-    if not candidates:
+    if not candidates and known:
         return replace(fitted, seconds=seconds)
     clock = time.perf_counter()
     rows, cols, vals, Y = training()
+    # Algorithm 1's error, or before heads the coefficients' (the same up to recovery)
     allowed = max(fitted.train_max_abs_error, MINIMAL_HEADS_RTOL * max(1.0, fitted.output_scale))
-    kept = fitted  # unless fewer heads give the same outputs
+    kept = None  # unless fewer heads give the same outputs
     for V, Q in sorted(candidates, key=lambda c: (c[0].shape[0], _artifact_bytes(*c))):
         error = train_error(V, Q, fitted.support, rows, cols, vals, Y)
         if error <= allowed:
             kept = replace(fitted, V=V, Q=Q, train_max_abs_error=error)
             break
+    if kept is None and not known:  # Algorithm 1's heads after all, and their error
+        fitted = _with_algorithm1(fitted) if fitted.heads == 0 else fitted
+        kept = replace(fitted, train_max_abs_error=train_error(
+            fitted.V, fitted.Q, fitted.support, rows, cols, vals, Y))
     seconds["train_check"] = seconds.get("train_check", 0.0) + time.perf_counter() - clock
-    return replace(kept, seconds=seconds)
+    return replace(kept or fitted, seconds=seconds)
+
+
+def _with_algorithm1(fitted: Fit) -> Fit:
+    """`fitted` with Algorithm 1's heads, packed on its support (heads.py)."""
+    coefficients = fitted.coefficients
+    V, Q = recover_heads(coefficients, coefficients.d, coefficients.d_out,
+                         support=fitted.support)
+    return replace(fitted, V=V, Q=Q, heads_before_minimising=int(V.shape[0]))
 
 
 def _artifact_bytes(V: np.ndarray, Q: np.ndarray) -> int:

@@ -43,7 +43,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
@@ -77,7 +77,7 @@ DENSE_LIMIT = 1 << 27  # largest dense array of one block (numbers), primal or d
 Progress = Callable[[str, int, int], None]
 
 __all__ = ["EIG_RTOL", "Block", "Fit", "fit", "mhla_outputs", "minimal_heads", "row_batches",
-           "sequence_pairs", "solve_rows", "support_coefficients"]
+           "sequence_pairs", "solve_rows", "support_coefficients", "with_heads"]
 
 
 @dataclass(frozen=True)
@@ -132,6 +132,7 @@ class Fit:
 
     @property
     def heads(self) -> int:
+        """Heads laid out (0 for a fit made with heads=False, until `minimal_heads`)."""
         return int(self.V.shape[0])
 
     @property
@@ -160,6 +161,7 @@ def fit(
     pack_heads: bool = True,
     progress: Progress | None = None,
     minimise: bool = True,
+    heads: bool = True,
 ) -> Fit:
     """Least-squares fit of an MHLA to every prefix of every sequence, then heads.
 
@@ -171,6 +173,9 @@ def fit(
     the antisymmetric part, the features off the support and the data's null space). The
     minimised heads are kept only when fewer and when they reproduce the training outputs
     (`minimise.minimise_fit`); `heads_before_minimising` records recover_heads' count either way.
+    `heads=False` stops after the regression: no heads (`Fit.heads` is 0,
+    `train_max_abs_error` is the coefficients' own), for a caller that gets them later from
+    `minimal_heads` (learn, whose design refits and whose gauge would replace them).
     """
     seconds: dict[str, float] = {}
     clock = time.perf_counter()
@@ -222,13 +227,17 @@ def fit(
     featured[rows] = True
     seconds["solve"] = time.perf_counter() - clock
 
-    clock = time.perf_counter()
-    V, Q, heads_before = heads_of(coefficients, support, pack_heads, False)
-    seconds["heads"] = time.perf_counter() - clock
-
-    clock = time.perf_counter()
-    error = train_error(V, Q, support, rows, cols, vals, Y)
-    seconds["train_check"] = time.perf_counter() - clock
+    coefficient_error = float(np.abs(predicted - Y).max()) if Y.size else 0.0
+    if heads:
+        clock = time.perf_counter()
+        V, Q, heads_before = heads_of(coefficients, support, pack_heads, False)
+        seconds["heads"] = time.perf_counter() - clock
+        clock = time.perf_counter()
+        error = train_error(V, Q, support, rows, cols, vals, Y)
+        seconds["train_check"] = time.perf_counter() - clock
+    else:
+        V, Q, heads_before, error = np.zeros((0, d_out, d)), np.zeros((0, d, d)), None, \
+            coefficient_error
 
     fitted = Fit(
         d=d,
@@ -244,14 +253,14 @@ def fit(
         V=V,
         Q=Q,
         train_max_abs_error=error,
-        coefficient_max_abs_error=float(np.abs(predicted - Y).max()) if Y.size else 0.0,
+        coefficient_max_abs_error=coefficient_error,
         output_scale=float(np.abs(Y).max()) if Y.size else 0.0,
         featureless_samples=int(N - np.count_nonzero(featured)),
         seconds=seconds,
         heads_before_minimising=heads_before,
         count_spans=count_spans,
     )
-    return minimise_fit(fitted, lambda: (rows, cols, vals, Y)) if minimise else fitted
+    return minimise_fit(fitted, lambda: (rows, cols, vals, Y)) if minimise and heads else fitted
 
 
 def minimal_heads(fitted: Fit, data: object, seconds: float | None = None,
@@ -269,6 +278,23 @@ def minimal_heads(fitted: Fit, data: object, seconds: float | None = None,
         return rows, cols, vals, np.concatenate([o for _, o in pairs], axis=0)
 
     return minimise_fit(fitted, training, seconds, groups)
+
+
+def with_heads(fitted: Fit, data: object, pack_heads: bool = True) -> Fit:
+    """A fit made with heads=False, given Algorithm 1's heads (packed on the support unless
+    `pack_heads` is False) and their error on every training prefix of `data` (its
+    training sequences). Head recovery reserves its memory (heads.py)."""
+    clock = time.perf_counter()
+    V, Q, heads_before = heads_of(fitted.coefficients, fitted.support, pack_heads, False)
+    seconds = dict(fitted.seconds, heads=time.perf_counter() - clock)
+    clock = time.perf_counter()
+    pairs = sequence_pairs(data)
+    rows, cols, vals = stack_features([t for t, _ in pairs], None)
+    error = train_error(V, Q, fitted.support, rows, cols, vals,
+                        np.concatenate([o for _, o in pairs], axis=0))
+    seconds["train_check"] = time.perf_counter() - clock
+    return replace(fitted, V=V, Q=Q, train_max_abs_error=error,
+                   heads_before_minimising=heads_before, seconds=seconds)
 
 
 def _prefix_counts(sequences: Sequence[np.ndarray], samples: int) -> PrefixCounts | None:

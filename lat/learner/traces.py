@@ -21,7 +21,7 @@ import hashlib
 import json
 import os
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -64,6 +64,13 @@ class Traces:
 
     def __len__(self) -> int:
         return len(self.inputs)
+
+    def first(self, count: int) -> Traces:
+        """The first `count` recordings (those a fit of an earlier, shorter set saw)."""
+        return replace(self, tokens=self.tokens[:count], outputs=self.outputs[:count],
+                       inputs=self.inputs[:count],
+                       steps=None if self.steps is None else self.steps[:count],
+                       stopped_by=None if self.stopped_by is None else self.stopped_by[:count])
 
     @property
     def samples(self) -> int:
