@@ -205,7 +205,12 @@ def certification(model: CompiledModel, symbols: Sequence[str]) -> tuple[bool, s
     if not isinstance(certified, dict):
         return False, "this learned artifact carries no certificate"
     if not certified.get("proven"):
-        return False, str(certified.get("reason") or "equivalence was not proven")
+        reason = str(certified.get("reason") or "equivalence was not proven")
+        longest = certified.get("max_input_length")
+        if longest is not None and len(symbols) > int(longest):  # not even sampled
+            reason = (f"the input has {len(symbols)} symbols, longer than any input the "
+                      f"certificate speaks of (≤ {int(longest)}); {reason}")
+        return False, reason
     bound = certified.get("up_to_length")
     if bound is not None and len(symbols) > int(bound):
         return False, (f"the input has {len(symbols)} symbols; equivalence is proven up to "

@@ -158,6 +158,13 @@ def learn_summary(report: dict) -> list[tuple[str, str]]:
     before = report.get("heads_before_minimising")
     rows.append(("heads", str(report["heads"]) if before in (None, report["heads"])
                  else f"{report['heads']} (Algorithm 1: {before})"))
+    search = report.get("head_search") or {}
+    gauge = search.get("gauge")
+    if gauge and gauge.get("heads") is not None:
+        rows.append(("sparse gauge", f"{gauge['heads']} heads, "
+                     + ("complete" if gauge["complete"] else "cut short by its deadline")
+                     + f"; {gauge['pattern']}" + ("" if search.get("kept") == "gauge"
+                                                 else f" (kept: {search.get('kept')})")))
     rows.append(("scope", f"{certificate['scope']}: {certificate['domain']}"))
     if certificate.get("domain_dimension") is not None:
         rows.append(("domain dimension", str(certificate["domain_dimension"])))

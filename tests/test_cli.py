@@ -521,6 +521,11 @@ def test_learned_artifact_shows_its_certificate(tmp_path, capsys):
     report = json.loads(out)
     assert report["certified"] is False and "sampled inputs" in report["certified_reason"]
     assert err.startswith("warning: outside the learned model's certificate")
+    assert "longer than any input" not in report["certified_reason"]
+    code, out, err = lat("run", str(sampled), "--input", "1" * 9, "--json", capsys=capsys)
+    reason = json.loads(out)["certified_reason"]  # past the sampled lengths: said first
+    assert reason.startswith("the input has 9 symbols, longer than any input the "
+                             "certificate speaks of (≤ 6)") and "sampled inputs" in reason
 
 
 # -- errors: the project's own in one line, anything else as the bug it is -------------------

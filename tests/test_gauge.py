@@ -118,6 +118,17 @@ def test_lat_learn_gives_a_machine_its_compiled_head_count(tmp_path, capsys):
     assert report["heads"] <= compiled.V.shape[0]
     assert report["equivalent"] is True and report["certificate"]["scope"] == "exact"
     assert report["equivalence"]["proven"] is True
+    search = report["head_search"]  # what was tried, in the Interface's field names
+    assert search["algorithm1_heads"] == report["heads_before_minimising"]
+    gauge = search["gauge"]
+    assert gauge["complete"] is True and gauge["heads"] <= compiled.V.shape[0]
+    names = [f.name for f in compiled.interface.token_fields]
+    assert gauge["pattern"].startswith("values read ")
+    assert any(name in gauge["pattern"] for name in names)
+    assert search["kept"] in ("gauge", "alternating")
+    assert search[search["kept"]]["heads"] == report["heads"]
+    assert main(["learn", BUSY, "-o", str(learned)]) == 0  # the table names the gauge
+    assert "sparse gauge" in capsys.readouterr().out
 
 
 def test_gauge_heads_store_no_larger_than_the_compiled_model(busy, tmp_path):

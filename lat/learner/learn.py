@@ -103,6 +103,7 @@ class LearnResult:
             "heads": self.heads,
             "heads_before_minimising": (self.fit.heads_before_minimising
                                         if self.fit is not None else None),
+            "head_search": _head_search(self.fit, self.model),
             "certificate": {
                 "lambda_min_full": c.lambda_min_full,
                 "coverage_residual": c.coverage_residual,
@@ -498,6 +499,23 @@ def _certified_domain(domain: Domain, certificate: Certificate, equivalence: Equ
             "the training data do not cover the domain" if not certificate.identifiable
             else "equivalence with the source is not proven"),
     }
+
+
+def _head_search(fitted: Fit | None, model: CompiledModel) -> dict[str, object] | None:
+    """The fewest-heads search's record as JSON: the gauge's field pattern in the
+    Interface's field names, and whether its deadline cut it short (`complete`)."""
+    if fitted is None or not fitted.head_search:
+        return None
+    search = dict(fitted.head_search)
+    names = [f.name for f in model.interface.token_fields]
+    for key in ("gauge", "alternating"):
+        if search.get(key):
+            part = dict(search[key])
+            part["seconds"] = round(float(part["seconds"]), 3)
+            if part.get("pattern") is not None:
+                part["pattern"] = part["pattern"].describe(names)
+            search[key] = part
+    return search
 
 
 def _count_cover(traces: Traces) -> CountCover | None:

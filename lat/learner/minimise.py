@@ -225,6 +225,8 @@ def minimise_fit(fitted: Fit, training: Callable[[], tuple[np.ndarray, ...]],
                   else head_count(fitted.coefficients, fitted.support))
     fitted = replace(fitted, heads_before_minimising=algorithm1)
     candidates = []
+    search: dict[str, object] = {"algorithm1_heads": algorithm1, "gauge": None,
+                                 "alternating": None, "kept": "algorithm 1"}
     if groups is not None and algorithm1 > GAUGE_MIN_HEADS and limit > 0:
         gauge_limit = GAUGE_SECONDS if seconds_limit is None else min(seconds_limit,
                                                                       GAUGE_SECONDS)
@@ -233,17 +235,25 @@ def minimise_fit(fitted: Fit, training: Callable[[], tuple[np.ndarray, ...]],
         if gauge is not None and gauge.heads < algorithm1:
             candidates.append((gauge.V, gauge.Q))
         spent = time.perf_counter() - clock
+        search["gauge"] = {"heads": gauge.heads if gauge else None, "seconds": spent,
+                           "complete": gauge.complete if gauge else False,
+                           "pattern": gauge.pattern if gauge else None}
         limit = min(MINIMISE_SECONDS / 4, limit if seconds_limit is None
                     else seconds_limit - spent)
     if not candidates and fitted.heads == 0:  # the search's start, and the fallback
         fitted = _with_algorithm1(fitted)
     start = candidates[0] if candidates else (fitted.V, fitted.Q)
+    started = time.perf_counter()
     found = fewer_heads(fitted.coefficients, fitted.blocks, fitted.support_block,
                         fitted.support_position, *start, limit)
+    if start[0].shape[0] > 1 and (limit is None or limit > 0):
+        search["alternating"] = {"heads": None if found is None else int(found[0].shape[0]),
+                                 "seconds": time.perf_counter() - started,
+                                 "from": "gauge" if candidates else "algorithm 1"}
     candidates += [found] if found is not None else []
     seconds["heads"] = seconds.get("heads", 0.0) + time.perf_counter() - clock
     if not candidates and known:
-        return replace(fitted, seconds=seconds)
+        return replace(fitted, seconds=seconds, head_search=search)
     clock = time.perf_counter()
     rows, cols, vals, Y = training()
     # Algorithm 1's error, or before heads the coefficients' (the same up to recovery)
@@ -253,13 +263,14 @@ def minimise_fit(fitted: Fit, training: Callable[[], tuple[np.ndarray, ...]],
         error = train_error(V, Q, fitted.support, rows, cols, vals, Y)
         if error <= allowed:
             kept = replace(fitted, V=V, Q=Q, train_max_abs_error=error)
+            search["kept"] = "alternating" if found is not None and V is found[0] else "gauge"
             break
     if kept is None and not known:  # Algorithm 1's heads after all, and their error
         fitted = _with_algorithm1(fitted) if fitted.heads == 0 else fitted
         kept = replace(fitted, train_max_abs_error=train_error(
             fitted.V, fitted.Q, fitted.support, rows, cols, vals, Y))
     seconds["train_check"] = seconds.get("train_check", 0.0) + time.perf_counter() - clock
-    return replace(kept or fitted, seconds=seconds)
+    return replace(kept or fitted, seconds=seconds, head_search=search)
 
 
 def _with_algorithm1(fitted: Fit) -> Fit:

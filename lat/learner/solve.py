@@ -129,6 +129,8 @@ class Fit:
     seconds: dict[str, float] = field(default_factory=dict)
     heads_before_minimising: int | None = None  # heads from recover_heads, before minimising
     count_spans: CountSpanIndex | None = field(default=None, repr=False, compare=False)
+    # what the fewest-heads search tried and kept (minimise.minimise_fit); empty before it
+    head_search: dict[str, object] = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def heads(self) -> int:
