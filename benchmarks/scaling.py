@@ -1,6 +1,6 @@
-"""How compile, run and verify scale with program size: benchmarks/results/scaling.json.
+"""How compile, run, verify and learn scale with program size: benchmarks/results/scaling.json.
 
-    python benchmarks/scaling.py [--quick] [--out PATH]
+    python benchmarks/scaling.py [--quick] [--no-learn] [--out PATH]
 
 Three families, three sizes each, the `.lat` text generated here:
 
@@ -21,7 +21,11 @@ alone is ~230 MB), `*_working_mb` above what the imports left. With `--repeat N`
   end as a user types it (interpreter start-up and imports included; `cli_baseline_s` is
   the same for the 2-state parity program, the floor under it);
 - verify: `api.verify` with its defaults (every key of a memory; up to 20,000 words of
-  length ≤ 8, exhaustive or a labelled sample); the domain label is recorded.
+  length ≤ 8, exhaustive or a labelled sample); the domain label is recorded;
+- learn: `learn` with its defaults on smaller programs of each family (`LEARN_SIZES`:
+  memories of 100 / 300 / 1,000 entries, automata of 16 / 32 / 64 states, the machine with
+  4 / 8 / 12 cells), compiled in the child first; seconds, peak, heads against the
+  compiled count, the certificate's scope and whether equivalence was proven.
 
 Slopes are least-squares fits of log(cost) against log(size) over the three sizes: a
 slope of 1 is linear. Timings are wall clock on whatever else the machine is doing: the
@@ -50,6 +54,10 @@ SIZES = {"memory": (1_000, 10_000, 50_000), "automaton": (100, 1_000, 10_000),
          "machine": (8, 16, 32)}
 QUICK_SIZES = {"memory": (1_000, 3_000, 10_000), "automaton": (100, 300, 1_000),
                "machine": (8, 12, 16)}
+# `lat learn` (default options) on smaller programs of the same families: learning costs
+# grow faster than compiling, and the sizes above would take hours
+LEARN_SIZES = {"memory": (100, 300, 1_000), "automaton": (16, 32, 64), "machine": (4, 8, 12)}
+QUICK_LEARN_SIZES = {"memory": (30, 100), "automaton": (8, 16), "machine": (4, 6)}
 UNITS = {"memory": "entries", "automaton": "states", "machine": "tape cells"}
 MEMORY_VALUES = 1_000
 AUTOMATON_SYMBOLS = 4
@@ -118,6 +126,21 @@ def phase(name: str, family: str, size: int, folder: Path) -> dict[str, object]:
         report = api.run(model, run_input(family, size), max_steps=None)
         figures.update(output=str(report["output"]), margin_resolved=report["margin_resolved"],
                        steps=report["steps"])
+    elif name == "learn":  # its own, smaller sizes: compiled here, then learned
+        from lat.learner import learn
+
+        model = compile_source(SOURCES[family](size), f"{family}{size}.lat",
+                               max_memory=None).model
+        imported = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+        started = time.perf_counter()
+        result = learn(model)
+        certificate, equivalence = result.certificate, result.equivalence
+        figures.update(d=model.d, compiled_heads=model.heads, heads=result.heads,
+                       heads_before_minimising=result.fit.heads_before_minimising,
+                       traces=result.traces, scope=certificate.scope,
+                       identifiable=certificate.identifiable, equivalent=result.equivalent,
+                       proven=bool(equivalence and equivalence.proven),
+                       phases={k: round(v, 3) for k, v in result.seconds.items()})
     elif name == "verify":
         compilation = compile_source(program.read_text(), str(program), max_memory=None)
         started = time.perf_counter()  # verify only, not its compile
@@ -189,8 +212,8 @@ METRICS = ("compile_s", "compile_peak_mb", "compile_working_mb", "artifact_mb", 
            "run_peak_mb", "cli_run_s", "verify_s", "verify_peak_mb", "verify_working_mb")
 
 
-def measure(sizes: dict[str, tuple[int, ...]], log=print, repeat: int = 1
-            ) -> dict[str, object]:
+def measure(sizes: dict[str, tuple[int, ...]], log=print, repeat: int = 1,
+            learn_sizes: dict[str, tuple[int, ...]] | None = None) -> dict[str, object]:
     families: dict[str, object] = {}
     with tempfile.TemporaryDirectory() as scratch:
         folder = Path(scratch)
@@ -234,7 +257,35 @@ def measure(sizes: dict[str, tuple[int, ...]], log=print, repeat: int = 1
                 "slopes": {metric: _round(slope(xs, [row[metric] for row in rows]))
                            for metric in METRICS},
             }
+            if learn_sizes:
+                families[family].update(learn_table(family, learn_sizes[family], folder,
+                                                    log, repeat))
     return families
+
+
+def learn_table(family: str, points: tuple[int, ...], folder: Path, log, repeat: int
+                ) -> dict[str, object]:
+    """`learn` (default options) at each size: time, peak memory, heads and verdicts."""
+    rows = []
+    for size in points:
+        learned = child("learn", family, size, folder, repeat)
+        mb = 1 / (1 << 20)
+        row = {"size": size, "learn_s": learned.get("seconds"),
+               "learn_peak_mb": _times(learned.get("peak_rss_bytes"), mb),
+               "learn_working_mb": _times(learned.get("working_bytes"), mb),
+               **{k: learned.get(k) for k in ("d", "compiled_heads", "heads",
+                                              "heads_before_minimising", "traces", "scope",
+                                              "identifiable", "equivalent", "proven",
+                                              "phases")},
+               "errors": [learned["error"]] if "error" in learned else []}
+        log(f"{family} {size:>6} {UNITS[family]}: learn {_short(row['learn_s'])} s, "
+            f"peak {_short(row['learn_peak_mb'])} MB, heads {row['heads']}, "
+            f"{row['scope']}, proven {row['proven']}")
+        rows.append(row)
+    xs = [row["size"] for row in rows]
+    return {"learn_points": rows,
+            "learn_slopes": {metric: _round(slope(xs, [row[metric] for row in rows]))
+                             for metric in ("learn_s", "learn_peak_mb", "learn_working_mb")}}
 
 
 def _times(value: object, factor: float) -> float | None:
@@ -259,6 +310,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="smaller sizes (a smoke test)")
     parser.add_argument("--repeat", type=int, default=2,
                         help="runs of each phase: the fastest counts (default 2)")
+    parser.add_argument("--no-learn", action="store_true",
+                        help="skip the learn columns (minutes)")
     parser.add_argument("--out", type=Path,
                         default=ROOT / "benchmarks" / "results" / "scaling.json")
     args = parser.parse_args(argv)
@@ -266,7 +319,9 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     families = measure(QUICK_SIZES if args.quick else SIZES,
                        log=lambda line: print(line, file=sys.stderr, flush=True),
-                       repeat=max(1, args.repeat))
+                       repeat=max(1, args.repeat),
+                       learn_sizes=None if args.no_learn else
+                       QUICK_LEARN_SIZES if args.quick else LEARN_SIZES)
     from lat.bench import cpu_name
 
     result = {

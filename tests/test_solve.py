@@ -138,3 +138,49 @@ def test_progress_is_reported():
     calls = []
     fit(pairs, progress=lambda phase, done, total: calls.append((phase, done, total)))
     assert ("features", 10, 10) in calls and ("solve", 1, 1) in calls
+
+
+def test_a_block_past_the_dense_limit_is_a_resource_error_that_says_what_to_do(
+        monkeypatch, tmp_path, capsys):
+    from lat.learner import solve
+    from lat.runtime.errors import ResourceError
+    from tests.test_cli import PROGRAMS, lat
+
+    model = automaton_model(3)
+    traces = record_traces(model, sample_words(model.interface, 40, 8,
+                                               np.random.default_rng(0)))
+    monkeypatch.setattr(solve, "DENSE_LIMIT", 4)
+    with pytest.raises(solve.BlockTooLarge) as refused:
+        fit(traces)
+    assert isinstance(refused.value, ResourceError)  # the CLI's exit 1, not a bug
+    assert "--max-traces" in str(refused.value)
+    code, _, err = lat("learn", str(PROGRAMS / "parity.lat"), "-o",
+                       str(tmp_path / "learned.safetensors"), capsys=capsys)
+    assert code == 1 and "too large to solve densely" in err and "bug" not in err
+
+
+def test_a_design_refit_past_the_dense_limit_keeps_the_first_fit(monkeypatch):
+    """Count design fits once after its rounds; refused there, the first fit stands with
+    the traces it saw, and the report says so."""
+    import importlib
+
+    from lat.api import shipped_program
+    from lat.compiler import compile_source
+
+    learn_module = importlib.import_module("lat.learner.learn")  # the module, not the function
+
+    source = compile_source(shipped_program("increment.lat"), "increment.lat").model
+    real_fit, calls = learn_module._fit, []
+
+    def refuse_the_refit(traces, *args):
+        calls.append(len(traces))
+        if len(calls) > 1:
+            raise learn_module.BlockTooLarge("a connected block is too large (test)")
+        return real_fit(traces, *args)
+
+    monkeypatch.setattr(learn_module, "_fit", refuse_the_refit)
+    result = learn_module.learn(source, exact=False, samples=5, max_len=8, domain_samples=100)
+    assert calls[0] == 5 and calls[1] > 5  # the design added words, the refit was refused
+    assert result.traces == 5 and result.fit.sequences == 5
+    assert any("the first fit, of 5 traces, stands" in line
+               for line in result.design["memory_notes"])

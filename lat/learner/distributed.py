@@ -62,6 +62,7 @@ from lat.learner.solve import (
     COMPRESS_MIN_RATIO,
     DENSE_LIMIT,
     Block,
+    BlockTooLarge,
     Fit,
     heads_of,
     row_batches,
@@ -118,7 +119,8 @@ def sharded_fit(
     n_blocks = col_bounds.size - 1
     sizes = np.diff(col_bounds)
     if np.any(sizes.astype(np.int64) ** 2 > DENSE_LIMIT):
-        raise ValueError("a connected block is too large to solve densely; use fewer traces")
+        raise BlockTooLarge(f"a connected block of {int(sizes.max()):,} features is too large "
+                            "to solve densely; train on fewer or shorter words")
     seconds["components"] = time.perf_counter() - clock
 
     # 2'. where every shard's tokens repeat enough: count-compressed rows, one all-gather,

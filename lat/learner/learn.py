@@ -49,7 +49,7 @@ from lat.learner.domain import (
 )
 from lat.learner.equivalence import Equivalence
 from lat.learner.gauge import coordinate_groups
-from lat.learner.solve import Fit, fit, minimal_heads, with_heads
+from lat.learner.solve import BlockTooLarge, Fit, fit, minimal_heads, with_heads
 from lat.learner.traces import Traces, merge_traces, record_in_chunks, rollouts
 from lat.runtime.errors import InputError
 from lat.runtime.execute import RunResult
@@ -331,12 +331,19 @@ def learn(
         except BudgetUp as up:  # keep the last finished fit
             certify_runs = None
             stop(up, "design")
+        except BlockTooLarge as error:  # a refit past the dense limit: the last fit stands
+            certify_runs = None
+            budget.notes.append(f"design: {error}; the fit of {fitted.sequences:,} traces "
+                                "stands")
         if fitted.sequences != len(traces):  # count design: one fit, after its rounds
             try:
                 fitted = _fit(traces, workers, guarded, budget)
             except BudgetUp as up:  # the first fit stands, with the traces it saw
                 stop(up, "design")
-                traces = traces.first(fitted.sequences)
+            except BlockTooLarge as error:
+                budget.notes.append(f"design: {error}; the first fit, of "
+                                    f"{fitted.sequences:,} traces, stands")
+            traces = traces.first(fitted.sequences)
     if capped and memory_caps and (max_traces is None or memory_caps[-1] < max_traces):
         report.update(stopped="memory budget", stopped_in="design")
     seconds["fit"] = time.perf_counter() - clock - fitted.seconds.get("train_check", 0.0)

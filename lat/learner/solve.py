@@ -68,6 +68,7 @@ from lat.learner.heads import (  # support_coefficients: re-exported
     train_error,
 )
 from lat.learner.minimise import fewer_heads, minimise_fit
+from lat.runtime.errors import ResourceError
 
 EIG_RTOL = 1e-11
 BATCH_ENTRIES = 1 << 22  # dense numbers per row batch of one block (32 MiB of float64)
@@ -76,8 +77,12 @@ DENSE_LIMIT = 1 << 27  # largest dense array of one block (numbers), primal or d
 
 Progress = Callable[[str, int, int], None]
 
-__all__ = ["EIG_RTOL", "Block", "Fit", "fit", "mhla_outputs", "minimal_heads", "row_batches",
-           "sequence_pairs", "solve_rows", "support_coefficients", "with_heads"]
+__all__ = ["EIG_RTOL", "Block", "BlockTooLarge", "Fit", "fit", "mhla_outputs", "minimal_heads",
+           "row_batches", "sequence_pairs", "solve_rows", "support_coefficients", "with_heads"]
+
+
+class BlockTooLarge(ResourceError):
+    """One connected block of the regression is past DENSE_LIMIT: no fit of this data."""
 
 
 @dataclass(frozen=True)
@@ -345,10 +350,11 @@ def _solve_block(
     compressed = Z is not None
     r = m if Z is None else Z.shape[0]
     if n * min(r, n) > DENSE_LIMIT:  # primal Gram n², or dual X and basis n·r
-        raise ValueError(
-            f"a connected block of {n} features over {m} samples is too large to solve "
-            f"densely ({n}·{min(r, n)} > {DENSE_LIMIT} numbers); use fewer or shorter traces"
-        )
+        raise BlockTooLarge(
+            f"a connected block of {n:,} features over {m:,} prefixes ({min(r, n):,} rows "
+            f"after compression) is too large to solve densely ({n:,}·{min(r, n):,} > "
+            f"{DENSE_LIMIT:,} numbers); train on fewer or shorter words (--max-traces, "
+            "--samples, --max-len, --design-rounds)")
 
     def fitted_rows(w: np.ndarray) -> np.ndarray:  # X w on the real rows
         fitted = np.zeros((m, Y.shape[1]), dtype=np.float64)
