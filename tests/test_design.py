@@ -160,7 +160,9 @@ def test_a_sampled_machine_design_converges_in_count_space():
     from lat.compiler import compile_source
 
     source = compile_source(shipped_program("increment.lat"), "increment.lat").model
-    result = learn(source, exact=False, samples=5, max_len=8, domain_samples=200)
+    result = learn(source, exact=False, samples=40, max_len=8, domain_samples=200)
+    assert result.design["traces_recorded"] == 40  # the random words rolled out …
+    assert result.fit.sequences == result.traces  # … trained on where they open a span
     assert result.certificate.scope == "sampled"
     assert result.design["design_converged"] is True
     assert result.certificate.identifiable and result.equivalent is True

@@ -164,9 +164,14 @@ def learn(
     (plus `samples` random words when asked for); else `samples` (default 1000) random words
     of length ≤ `max_len`, or a designed set with `design="qr"`. Then data design: on an
     exact domain one round adds the certification words the training span misses; on a
-    sampled one up to `design_rounds` rounds add the uncovered words of fresh design samples
+    sampled one up to `design_rounds` rounds add the words of fresh design samples that
+    open the training count spans (design.opening_words; past COUNT_SPAN_MAX_VOCABULARY
+    tokens, the words a refit's span misses), with one fit after the rounds
     (`design_converged` says whether the last round found none). `max_traces` caps the
-    training set (the report says when the cap stopped the design).
+    training set (the report says when the cap stopped the design). A fit refused as too
+    large to solve densely (BlockTooLarge) during the design leaves the last one standing.
+    Fits lay out no heads; the head search (or Algorithm 1's recovery, `with_heads`)
+    does, once.
 
     Budgets (budget.py). Before the first fit the fit's size is estimated from a pilot of
     the training words and passed to `notify` (one line); over `memory_budget` bytes it is
@@ -264,6 +269,13 @@ def learn(
             traces = record_in_chunks(source, words, guarded)
         except BudgetUp as up:
             raise stopped_before_fit(up, 0) from None
+    report["traces_recorded"] = len(traces)
+    cover = None  # the training count spans, where the design rounds use them
+    if source is not None and method == "random" and domain.scope != "exact" \
+            and design_rounds > 0:
+        cover, opened = _count_cover(traces)
+        if cover is not None and len(opened) < len(traces):  # the rest add nothing
+            traces = traces.select(opened)
     seconds["record"] = time.perf_counter() - clock
 
     # -- fit, with data design -------------------------------------------------------------
@@ -305,7 +317,6 @@ def learn(
                 converged = False
                 design_rng = np.random.default_rng([seed, 1])
                 lengths = input_lengths(source, domain_max_len or max_len)
-                cover = _count_cover(traces)  # None: design on the fit's feature span
                 while rounds < design_rounds:
                     sample = domain_words(source.interface, DESIGN_FACTOR * domain_samples,
                                           lengths, design_rng)
@@ -525,15 +536,19 @@ def _head_search(fitted: Fit | None, model: CompiledModel) -> dict[str, object] 
     return search
 
 
-def _count_cover(traces: Traces) -> CountCover | None:
-    """The training traces' count spans, for design in count space (design.opening_words);
-    None where the vocabulary is too large for them (the design then uses the fit)."""
+def _count_cover(traces: Traces) -> tuple[CountCover | None, list[int]]:
+    """The training traces' count spans, for design in count space (design.opening_words),
+    and which traces opened them (the others' features lie in the span of those before
+    them: training on them adds nothing). None where the vocabulary is too large for
+    count spans (the design then uses the fit)."""
     cover = CountCover(COUNT_SPAN_MAX_VOCABULARY)
-    for tokens in traces.tokens:
-        cover.add(tokens)
+    opened = []
+    for i, tokens in enumerate(traces.tokens):
+        if cover.add(tokens):
+            opened.append(i)
         if cover.full:
-            return None
-    return cover
+            return None, list(range(len(traces)))
+    return cover, opened
 
 
 def _cap(words: list[Word], have: int, max_traces: int | None) -> tuple[list[Word], bool]:

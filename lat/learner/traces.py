@@ -67,10 +67,16 @@ class Traces:
 
     def first(self, count: int) -> Traces:
         """The first `count` recordings (those a fit of an earlier, shorter set saw)."""
-        return replace(self, tokens=self.tokens[:count], outputs=self.outputs[:count],
-                       inputs=self.inputs[:count],
-                       steps=None if self.steps is None else self.steps[:count],
-                       stopped_by=None if self.stopped_by is None else self.stopped_by[:count])
+        return self.select(range(min(count, len(self))))
+
+    def select(self, indices: Sequence[int]) -> Traces:
+        """The recordings at `indices`, in that order."""
+        def pick(items: list | None) -> list | None:
+            return None if items is None else [items[i] for i in indices]
+
+        return replace(self, tokens=pick(self.tokens), outputs=pick(self.outputs),
+                       inputs=pick(self.inputs), steps=pick(self.steps),
+                       stopped_by=pick(self.stopped_by))
 
     @property
     def samples(self) -> int:
