@@ -159,7 +159,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "exact analysis and the design rounds may use half of it each)")
     p.add_argument("--memory-budget", type=_size, default=None, metavar="SIZE",
                    help="refuse up front when the fit's estimate is over this (e.g. 512M, "
-                   "4G), and stop the design before it")
+                   "4G), and stop the design before it (default: the memory available "
+                   "when the run starts)")
     p.add_argument("--require", choices=("proven",),
                    help="exit 1 unless equivalence is proven on an exact domain")
     p.add_argument("--no-minimise", action="store_true",

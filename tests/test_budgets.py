@@ -201,7 +201,7 @@ def test_a_generous_memory_budget_changes_nothing(parity):
                                                      memory_budget=64 << 30)
     first, second = free.to_json(), budgeted.to_json()
     for report in (first, second):  # the estimate includes the resident memory at the time
-        report.pop("seconds"), report.pop("estimate")
+        report.pop("seconds"), report.pop("estimate"), report.pop("memory_budget")
         for part in (report["head_search"] or {}).values():
             if isinstance(part, dict):
                 part.pop("seconds")
@@ -269,3 +269,20 @@ def test_a_refit_may_have_only_what_the_budget_leaves_beside_the_fit_held(parity
     resident["now"] += 50 * per_trace  # the last fit and its heads, held during the refit
     assert estimate.affordable_now(memory, 0) == 350
     assert estimate.affordable_now(memory, 10 * per_trace) == 340  # the refit's own heads
+
+
+def test_without_a_budget_the_machine_s_available_memory_is_the_budget(parity, monkeypatch):
+    """No --memory-budget: the memory the machine has is the limit, named as such, so a run
+    too big for the machine is refused with its estimate instead of killed mid-way."""
+    from lat.learner import budget as budget_module
+
+    result = learn(parity, exact=False, samples=10, max_len=6, domain_samples=50)
+    limit = result.to_json()["memory_budget"]
+    assert limit["from"] == "available memory" and limit["bytes"] > 0
+    monkeypatch.setattr(budget_module, "available_bytes", lambda: 0)  # nothing to spare
+    with pytest.raises(OverBudget) as refused:
+        learn(parity, exact=False, samples=10, max_len=6, domain_samples=50)
+    assert "the memory this machine has available" in str(refused.value)
+    given = learn(parity, exact=False, samples=10, max_len=6, domain_samples=50,
+                  memory_budget=64 << 30)  # a given budget is the user's, whatever the machine
+    assert given.to_json()["memory_budget"] == {"bytes": 64 << 30, "from": "given"}

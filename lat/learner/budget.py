@@ -12,6 +12,11 @@ checked against (docs/ARCHITECTURE.md, "The learner").
   recovery, the fewest-heads search, the check's rollouts) first estimate their own peak
   from the shapes involved and `reserve` it: with the resident memory it must fit the
   budget, or the phase does not start (`MemoryUp`, handled as a stopped phase).
+- **The machine's own limit.** Without a memory budget, `learn` takes the memory the
+  machine has when it starts (`machine_budget`: resident + 90 % of MemAvailable, Linux),
+  so that a run too big for the machine stops a phase with a report instead of being
+  killed by the kernel mid-way (the default copy-machine learn was, at 22.6 GB, after 22
+  minutes).
 - **Time.** Every progress report checks the clock; past the deadline the phase at work
   stops (`TimeUp`, caught by `learn`), and the run keeps what it reached: the last finished
   fit, without the phases it had no time for. No verdict is made from work not done.
@@ -44,7 +49,8 @@ BASELINE_BYTES = 400 << 20  # the interpreter, torch and numpy, where /proc cann
 
 __all__ = ["BASELINE_BYTES", "Budget", "BudgetUp", "Estimate", "MemoryUp", "OverBudget",
            "TimeUp", "afford_check", "estimate_fit", "estimate_words", "format_bytes",
-           "in_force_room", "note", "pilot_indices", "reserve", "resident_bytes",
+           "in_force_room", "machine_budget", "note", "pilot_indices", "reserve",
+           "resident_bytes",
            "rollout_bytes"]
 
 
@@ -116,12 +122,16 @@ class Estimate:
 class OverBudget(ResourceError):
     """Refused up front: the estimate is over the memory budget."""
 
-    def __init__(self, estimate: Estimate, memory: int) -> None:
+    def __init__(self, estimate: Estimate, memory: int, machine: bool = False) -> None:
         fits = estimate.affordable_traces(memory)
-        hint = (f"--max-traces {fits:,} (or --samples {fits:,}) would fit, or raise "
-                "--memory-budget" if fits >= 1 else "raise --memory-budget")
+        raise_it = ("--memory-budget cannot go above what the machine has" if machine
+                    else "raise --memory-budget")
+        hint = (f"--max-traces {fits:,} (or --samples {fits:,}) would fit; or "
+                f"{raise_it}" if fits >= 1 else raise_it)
+        which = ("the memory this machine has available" if machine
+                 else "the memory budget")
         super().__init__(
-            f"estimate {estimate.describe()} is over the memory budget of "
+            f"estimate {estimate.describe()} is over {which} of "
             f"{format_bytes(memory)}; {hint}")
         self.estimate = estimate
         self.memory = memory
@@ -304,6 +314,27 @@ def pilot_indices(total: int, count: int = PILOT_WORDS) -> list[int]:
     if total <= count:
         return list(range(total))
     return np.unique(np.linspace(0, total - 1, count).round().astype(int)).tolist()
+
+
+def available_bytes() -> int | None:
+    """Memory the kernel says is available to new work (Linux MemAvailable), or None."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+def machine_budget() -> int | None:
+    """The memory budget of a run given none: what this process holds plus 90 % of what
+    the machine has available now (None where the system cannot say)."""
+    available = available_bytes()
+    if available is None:
+        return None
+    return (resident_bytes() or BASELINE_BYTES) + int(0.9 * available)
 
 
 def resident_bytes() -> int | None:

@@ -26,7 +26,15 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 import torch
 
-from lat.learner.budget import Budget, BudgetUp, MemoryUp, OverBudget, afford_check, estimate_words
+from lat.learner.budget import (
+    Budget,
+    BudgetUp,
+    MemoryUp,
+    OverBudget,
+    afford_check,
+    estimate_words,
+    machine_budget,
+)
 from lat.learner.certificate import (
     COVERAGE_TOL,
     Certificate,
@@ -181,7 +189,9 @@ def learn(
     what is left; past the deadline the run keeps its last finished fit and skips the rest
     (`stopped`, `stopped_in`, `skipped` in the report; no certificate or check it had no
     time for, so no verdict).
-    Head recovery, the head search and the check reserve their estimated peak first; over
+    Without `memory_budget` the budget is the memory the machine has when the run starts
+    (`budget.machine_budget`; `memory_budget` in the report says which). Head recovery,
+    the head search and the check reserve their estimated peak first; over
     the memory budget recovery does not start, the search tries fewer head counts or is
     skipped (Algorithm 1's heads kept; `memory_notes`), the check is skipped. A budget that
     ends the run before any fit (no model) raises `LearnStopped`.
@@ -207,6 +217,9 @@ def learn(
     if compare_random and (design != "qr" or source is None or traces is not None):
         raise ValueError("compare_random compares a designed set (design='qr', with a "
                          "source and no given traces) with random sampling")
+    machine = memory_budget is None  # the machine's own limit, not the user's
+    if machine:
+        memory_budget = machine_budget()
     budget = Budget(time_budget, memory_budget)
     guarded = budget.guard(progress)
     seconds: dict[str, float] = {}
@@ -262,8 +275,10 @@ def learn(
     report["estimate"] = estimate.to_dict()
     if notify is not None:
         notify(f"estimate: {estimate.describe()}")
+    report["memory_budget"] = {"bytes": memory_budget, "from": (
+        "available memory" if machine else "given")} if memory_budget else None
     if memory_budget is not None and estimate.bytes > memory_budget:
-        raise OverBudget(estimate, memory_budget)
+        raise OverBudget(estimate, memory_budget, machine)
     if traces is None:
         try:
             traces = record_in_chunks(source, words, guarded)
