@@ -22,7 +22,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from lat.learner.counts import CountSpans, iter_pair_outputs
+from lat.learner.counts import CountSpans, PairOutputs
 from lat.runtime.model import CompiledModel
 
 __all__ = ["Equivalence", "prove_equivalence"]
@@ -53,15 +53,17 @@ class Equivalence:
 def proof_bound(source: CompiledModel, learned: CompiledModel,
                 spans: CountSpans) -> tuple[float, int | None, bool]:
     """(max ε_c, proven length in input symbols or None for every length, proven at all)."""
-    currents = sorted(spans.bases)
     worst_eps, tokens_proven = 0.0, math.inf
-    pairs = zip(iter_pair_outputs(source, spans.vocabulary, currents),
-                iter_pair_outputs(learned, spans.vocabulary, currents), strict=True)
-    for (i, G_source), (_, G_learned) in pairs:
-        c = currents[i]
+    source_pairs = PairOutputs(source, spans.vocabulary)
+    learned_pairs = PairOutputs(learned, spans.vocabulary)
+    for c in sorted(spans.bases):
         basis = spans.bases[c]
-        D = G_learned - G_source
-        eps = float(np.linalg.norm(D @ basis, 2)) if basis.shape[1] else 0.0
+        rows = np.flatnonzero(np.any(basis != 0.0, axis=1))  # the tokens L_c involves
+        if basis.shape[1] and rows.size:
+            D = learned_pairs.at(c, rows) - source_pairs.at(c, rows)
+            eps = float(np.linalg.norm(D @ basis[rows], 2))
+        else:
+            eps = 0.0
         worst_eps = max(worst_eps, eps)
         drift = eps + spans.cross[c]
         if drift > 0:
