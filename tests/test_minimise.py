@@ -34,6 +34,24 @@ def test_minimise_heads_gives_up_above_max_heads():
     assert minimise_heads(head_coefficients(V, Q), d, d_out, max_heads=1) is None
 
 
+def test_the_sweep_budget_ends_a_search_at_the_same_point_and_says_so():
+    rng = np.random.default_rng(6)
+    d, d_out = 4, 3
+    V, Q = rng.standard_normal((2, d_out, d)), rng.standard_normal((2, d, d))
+    p = head_coefficients(V, Q)
+    found = {}
+    for budget in (3, 3, None):
+        log = {}
+        heads = minimise_heads(p, d, d_out, sweeps=budget, log=log)
+        found.setdefault(budget, []).append((heads, log))
+    (first, log_a), (second, log_b) = found[3]
+    assert first is None and second is None  # 3 sweeps reach no 1- or 2-head fit
+    assert log_a == log_b == {"sweeps": 3, "ended": "sweep budget"}
+    heads, log = found[None][0]
+    assert heads is not None and heads[0].shape[0] == 2
+    assert log["ended"] == "found" and log["sweeps"] > 3
+
+
 def test_random_mhla_d16_h4_is_learned_with_exactly_four_heads():
     """Issue 5: a random MHLA (d = 16, H = 4, Gaussian tokens) learned to max error ≤ 1e-8
     with exactly 4 heads; enough prefixes (2,560 > 2,176 features) for λ_min_full > 0."""

@@ -40,7 +40,7 @@ POLISH_STEPS = 40  # sweeps past acceptance, towards the round-off floor
 GRAM_CACHE_ENTRIES = 1 << 22  # a projector block's entry Gram is kept up to this size
 RIDGE = 1e-13  # relative ridge of every normal solve (× the largest diagonal entry)
 
-__all__ = ["Alternating", "Constraints", "constraints"]
+__all__ = ["Alternating", "Constraints", "Sweeps", "constraints"]
 
 
 @dataclass(frozen=True)
@@ -118,6 +118,19 @@ def constraints(coefficients: Coefficients, blocks: Sequence | None = None,
                        position, projectors)
 
 
+@dataclass
+class Sweeps:
+    """A budget of alternating sweeps shared by every start of one search: unlike the
+    wall clock it ends a search at the same point on a busy machine as on an idle one."""
+
+    limit: int | None
+    used: int = 0
+
+    @property
+    def exhausted(self) -> bool:
+        return self.limit is not None and self.used >= self.limit
+
+
 class Alternating:
     """The sparse structure of p(Θ) on the support, shared by every start and head count.
 
@@ -174,10 +187,15 @@ class Alternating:
 
     # ---- one start -----------------------------------------------------------------------
     def run(self, V: np.ndarray, Q: np.ndarray, iterations: int, tol: float,
-            deadline: float) -> tuple[np.ndarray, np.ndarray] | None:
+            deadline: float, sweeps: Sweeps | None = None
+            ) -> tuple[np.ndarray, np.ndarray] | None:
         r = V.shape[0]
         history: list[float] = []
+        sweeps = sweeps or Sweeps(None)
         for _ in range(iterations):
+            if sweeps.exhausted:
+                return None
+            sweeps.used += 1
             V = self.v_step(Q, r)
             Q = self.q_step(V, r)
             norms_v = np.linalg.norm(V.reshape(r, -1), axis=1)

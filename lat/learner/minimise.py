@@ -44,7 +44,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from lat.learner.alternating import Alternating, Constraints, constraints
+from lat.learner.alternating import Alternating, Constraints, Sweeps, constraints
 from lat.learner.budget import format_bytes, in_force_room, note, reserve
 from lat.learner.features import Coefficients
 from lat.learner.gauge import sparse_heads
@@ -64,6 +64,9 @@ MINIMISE_ITERATIONS = 300  # alternating sweeps per start
 MINIMISE_MAX_HEADS = 16  # largest head count tried (ascending from 1)
 MINIMISE_STARTS = 6  # starts per head count: Algorithm 1's heads merged, then random factors
 MINIMISE_SECONDS = 60.0  # wall-clock budget of one search; None is returned past it
+# alternating sweeps of one search, all starts together: the deterministic limit (the same
+# result on a busy machine as on an idle one, where the wall clock does not end it first)
+MINIMISE_SWEEPS = 3000
 # minimise_fit keeps fewer heads only when they reproduce every training output to this
 # × max(1, max|y|) (or as well as Algorithm 1's heads did): 100× below the certificate's
 # realizability threshold, so minimising can never cost a certificate.
@@ -71,7 +74,8 @@ MINIMAL_HEADS_RTOL = 1e-8
 GAUGE_MIN_HEADS = 16  # the sparse gauge runs on fits with more heads than the search tries
 GAUGE_SECONDS = 240.0  # the gauge's own wall-clock budget (the copy machine: ~2 min)
 
-__all__ = ["MINIMAL_HEADS_RTOL", "MINIMISE_MAX_HEADS", "MINIMISE_RTOL", "Constraints",
+__all__ = ["MINIMAL_HEADS_RTOL", "MINIMISE_MAX_HEADS", "MINIMISE_RTOL", "MINIMISE_SWEEPS",
+           "Constraints",
            "constraints", "fewer_heads", "minimise_fit", "minimise_heads", "projector_bytes",
            "search_bytes"]
 
@@ -92,6 +96,8 @@ def minimise_heads(
     starts: int = MINIMISE_STARTS,
     seconds: float = MINIMISE_SECONDS,
     initial: tuple[np.ndarray, np.ndarray] | None = None,
+    sweeps: int | None = MINIMISE_SWEEPS,
+    log: dict[str, object] | None = None,
 ) -> tuple[np.ndarray, np.ndarray] | None:
     """The fewest heads (V (H, d_out, d), Q (H, d, d)) found that meet the constraints.
 
@@ -100,8 +106,10 @@ def minimise_heads(
     `support_position`, from a `Fit`) add the data's null space to the freedom (module
     docstring). Tries r = 1 … max_heads, `starts` starts each (the first: `initial`, a
     known head set such as Algorithm 1's, merged into r heads; the others random), until
-    one start meets rtol; None when none did within `iterations` sweeps per start and the
-    `seconds` budget.
+    one start meets rtol; None when none did within `iterations` sweeps per start, the
+    `sweeps` budget (all starts together; deterministic) and the `seconds` budget (the
+    safety net a busy machine reaches sooner). `log`, when given, gets the sweeps run and
+    which of these ended the search.
     """
     if not isinstance(coefficients, Coefficients):
         coefficients = Coefficients.from_dense(np.asarray(coefficients), d)
@@ -124,7 +132,7 @@ def minimise_heads(
         als = Alternating(problem)
         max_heads = _affordable_heads(als, max_heads)
         return _search(als, initial, max_heads, iterations, rtol * scale, seed, starts,
-                       seconds)
+                       seconds, Sweeps(sweeps), {} if log is None else log)
 
 
 def projector_bytes(shapes: Sequence[tuple[int, int]]) -> int:
@@ -165,22 +173,34 @@ def _affordable_heads(als: Alternating, max_heads: int) -> int:
 
 def _search(als: Alternating, initial: tuple[np.ndarray, np.ndarray] | None,
             max_heads: int, iterations: int, tol: float, seed: int, starts: int,
-            seconds: float) -> tuple[np.ndarray, np.ndarray] | None:
+            seconds: float, sweeps: Sweeps, log: dict[str, object]
+            ) -> tuple[np.ndarray, np.ndarray] | None:
+    """The search; `log` gets the sweeps run and how it ended ("found", "sweep budget",
+    "time budget" — the one a busy machine can change — or "tried every start")."""
     d, d_out = als.problem.d, als.problem.d_out
     rng = np.random.default_rng(seed)
     deadline = time.perf_counter() + seconds
+    found, ended = None, "tried every start"
     for r in range(1, max_heads + 1):
         for start in range(starts):
             if start == 0 and initial is not None:
                 V, Q = _merged(initial, r)
             else:
                 V, Q = rng.standard_normal((r, d_out, d)), rng.standard_normal((r, d, d))
-            found = als.run(V, Q, iterations, tol, deadline)
+            found = als.run(V, Q, iterations, tol, deadline, sweeps)
             if found is not None:
-                return found
-            if time.perf_counter() > deadline:
-                return None
-    return None
+                ended = "found"
+            elif sweeps.exhausted:
+                ended = "sweep budget"
+            elif time.perf_counter() > deadline:
+                ended = "time budget"
+            else:
+                continue
+            break
+        if ended != "tried every start":
+            break
+    log.update(sweeps=sweeps.used, ended=ended)
+    return found
 
 
 def _merged(heads: tuple[np.ndarray, np.ndarray], r: int) -> tuple[np.ndarray, np.ndarray]:
@@ -243,13 +263,13 @@ def minimise_fit(fitted: Fit, training: Callable[[], tuple[np.ndarray, ...]],
     if not candidates and fitted.heads == 0:  # the search's start, and the fallback
         fitted = _with_algorithm1(fitted)
     start = candidates[0] if candidates else (fitted.V, fitted.Q)
-    started = time.perf_counter()
+    started, log = time.perf_counter(), {}
     found = fewer_heads(fitted.coefficients, fitted.blocks, fitted.support_block,
-                        fitted.support_position, *start, limit)
-    if start[0].shape[0] > 1 and (limit is None or limit > 0):
+                        fitted.support_position, *start, limit, log)
+    if log:  # it ran
         search["alternating"] = {"heads": None if found is None else int(found[0].shape[0]),
                                  "seconds": time.perf_counter() - started,
-                                 "from": "gauge" if candidates else "algorithm 1"}
+                                 "from": "gauge" if candidates else "algorithm 1", **log}
     candidates += [found] if found is not None else []
     seconds["heads"] = seconds.get("heads", 0.0) + time.perf_counter() - clock
     if not candidates and known:
@@ -290,7 +310,8 @@ def _artifact_bytes(V: np.ndarray, Q: np.ndarray) -> int:
 
 def fewer_heads(coefficients: Coefficients, blocks: Sequence | None,
                 support_block: np.ndarray | None, support_position: np.ndarray | None,
-                V: np.ndarray, Q: np.ndarray, seconds: float | None = None
+                V: np.ndarray, Q: np.ndarray, seconds: float | None = None,
+                log: dict[str, object] | None = None
                 ) -> tuple[np.ndarray, np.ndarray] | None:
     """Fewer heads than (V, Q) with the same outputs on the training span, or None."""
     if V.shape[0] <= 1 or (seconds is not None and seconds <= 0):
@@ -299,5 +320,5 @@ def fewer_heads(coefficients: Coefficients, blocks: Sequence | None,
     found = minimise_heads(coefficients, coefficients.d, coefficients.d_out, blocks=blocks,
                            support_block=support_block, support_position=support_position,
                            max_heads=min(V.shape[0] - 1, MINIMISE_MAX_HEADS), initial=(V, Q),
-                           **limit)
+                           log=log, **limit)
     return found if found is not None and found[0].shape[0] < V.shape[0] else None
