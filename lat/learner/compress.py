@@ -143,7 +143,8 @@ def _merged(parts: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]
 
 def token_groups(prefix_counts: PrefixCounts, sample_rows: np.ndarray, n: int
                  ) -> list[list[np.ndarray]]:
-    """`row_groups`, kept apart per current token: each token's list of chunks."""
+    """Positions in `sample_rows` grouped by current token: each token's list of chunks,
+    small enough to compress at once (CHUNK_ROWS rows, CHUNK_ENTRIES count entries)."""
     batch = max(1, min(CHUNK_ROWS, BATCH_ENTRIES // max(n, 1)))
     current = prefix_counts.ids[sample_rows]
     order = np.argsort(current, kind="stable")
@@ -173,16 +174,8 @@ def row_groups(prefix_counts: PrefixCounts, sample_rows: np.ndarray, n: int
                ) -> list[np.ndarray]:
     """Positions in `sample_rows` grouped by current token, each group cut into chunks
     small enough to compress at once (CHUNK_ROWS rows, CHUNK_ENTRIES count entries)."""
-    batch = max(1, min(CHUNK_ROWS, BATCH_ENTRIES // max(n, 1)))
-    current = prefix_counts.ids[sample_rows]
-    order = np.argsort(current, kind="stable")
-    bounds = np.flatnonzero(np.r_[True, current[order][1:] != current[order][:-1], True])
-    parts = []
-    for a, b in zip(bounds[:-1], bounds[1:], strict=False):
-        group = order[a:b]
-        for first in range(0, group.size, batch):
-            parts.extend(_within_entries(prefix_counts, sample_rows, group[first: first + batch]))
-    return parts
+    return [chunk for chunks in token_groups(prefix_counts, sample_rows, n)
+            for chunk in chunks]
 
 
 def _within_entries(prefix_counts: PrefixCounts, sample_rows: np.ndarray,
