@@ -48,7 +48,7 @@ from lat.learner.alternating import Alternating, Constraints, Sweeps, constraint
 from lat.learner.budget import format_bytes, in_force_room, note, reserve
 from lat.learner.features import Coefficients
 from lat.learner.gauge import sparse_heads
-from lat.learner.heads import head_count, recover_heads, train_error
+from lat.learner.heads import head_bytes, head_count, recover_heads, train_error
 from lat.runtime.device import single_thread
 from lat.runtime.storage import stored_sparse
 
@@ -73,6 +73,10 @@ MINIMISE_SWEEPS = 3000
 MINIMAL_HEADS_RTOL = 1e-8
 GAUGE_MIN_HEADS = 16  # the sparse gauge runs on fits with more heads than the search tries
 GAUGE_SECONDS = 240.0  # the gauge's own wall-clock budget (the copy machine: ~2 min)
+# The alternating search starts from Algorithm 1's heads merged where laying them out costs
+# at most this (a random 64-state automaton: 61 heads → 1 from them, none from the gauge's
+# 18), and from the gauge's heads beyond it (the copy machine: 1,426 heads, 1.7 GB).
+ALGORITHM1_START_BYTES = 256 << 20
 
 __all__ = ["MINIMAL_HEADS_RTOL", "MINIMISE_MAX_HEADS", "MINIMISE_RTOL", "MINIMISE_SWEEPS",
            "Constraints",
@@ -228,8 +232,9 @@ def minimise_fit(fitted: Fit, training: Callable[[], tuple[np.ndarray, ...]],
     Where `groups` are given and Algorithm 1's heads exceed what the alternating search
     tries (machines), the sparse gauge (gauge.py) runs first, under its own GAUGE_SECONDS
     (or the caller's `seconds_limit`), then the search for a quarter of its budget, from
-    the gauge's heads (on the 5-state increment machine it finds nothing in that time; the
-    gauge's 6 heads, the compiled count, stand against Algorithm 1's 515). Of the
+    Algorithm 1's heads merged where they are cheap to lay out (ALGORITHM1_START_BYTES),
+    else from the gauge's (on the 5-state increment machine it finds nothing in that time;
+    the gauge's 6 heads, the compiled count, stand against Algorithm 1's 515). Of the
     candidates the fewest heads win, then the smaller artifact (dense search heads against
     sparse gauge heads).
 
@@ -260,16 +265,19 @@ def minimise_fit(fitted: Fit, training: Callable[[], tuple[np.ndarray, ...]],
                            "pattern": gauge.pattern if gauge else None}
         limit = min(MINIMISE_SECONDS / 4, limit if seconds_limit is None
                     else seconds_limit - spent)
-    if not candidates and fitted.heads == 0:  # the search's start, and the fallback
-        fitted = _with_algorithm1(fitted)
-    start = candidates[0] if candidates else (fitted.V, fitted.Q)
+    d, d_out = fitted.coefficients.d, fitted.coefficients.d_out
+    if fitted.heads == 0 and (not candidates or head_bytes(algorithm1, d, d_out)
+                              <= ALGORITHM1_START_BYTES):
+        fitted = _with_algorithm1(fitted)  # the search's start (and the fallback)
+    start = (fitted.V, fitted.Q) if fitted.heads else candidates[0]
     started, log = time.perf_counter(), {}
     found = fewer_heads(fitted.coefficients, fitted.blocks, fitted.support_block,
                         fitted.support_position, *start, limit, log)
     if log:  # it ran
         search["alternating"] = {"heads": None if found is None else int(found[0].shape[0]),
                                  "seconds": time.perf_counter() - started,
-                                 "from": "gauge" if candidates else "algorithm 1", **log}
+                                 "from": "gauge" if start[0] is not fitted.V
+                                 else "algorithm 1", **log}
     candidates += [found] if found is not None else []
     seconds["heads"] = seconds.get("heads", 0.0) + time.perf_counter() - clock
     if not candidates and known:
