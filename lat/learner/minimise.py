@@ -240,9 +240,10 @@ def minimise_fit(fitted: Fit, training: Callable[[], tuple[np.ndarray, ...]],
     sparse gauge heads).
 
     A fit made without heads (`fit(heads=False)`) gets Algorithm 1's only where they are
-    needed: as the search's start when there is no gauge candidate, and as the result when
-    no candidate passes. Their count is known without them (`head_count`), so a machine
-    whose gauge succeeds never holds Algorithm 1's hundreds of dense heads."""
+    needed: as the search's start (no gauge candidate, or cheap to lay out) and as the
+    result when no candidate passes. Their count is known without them (`head_count`), so
+    a machine whose gauge succeeds never holds Algorithm 1's hundreds of dense heads.
+    `head_search` on the result records what was tried, and what ended the search."""
     seconds = dict(fitted.seconds)
     limit = MINIMISE_SECONDS if seconds_limit is None else min(seconds_limit, MINIMISE_SECONDS)
     clock = time.perf_counter()
