@@ -43,6 +43,13 @@ class Span:
         """(m, dim): the orthonormal basis as columns."""
         return self._rows[: self._k].T
 
+    def widen(self, m: int) -> None:
+        """Embed the span in R^m, m ≥ the current width: new coordinates are zero in every
+        basis vector (a vocabulary that grew)."""
+        if m > self._m:
+            self._rows = np.pad(self._rows, ((0, 0), (0, m - self._m)))
+            self._m = m
+
     def _project_out(self, v: np.ndarray) -> np.ndarray:
         rows = self._rows[: self._k]
         return v - (rows @ v) @ rows
@@ -91,30 +98,24 @@ class CountCover:
     def __init__(self, max_vocabulary: int) -> None:
         self.max_vocabulary = max_vocabulary
         self.index: dict[bytes, int] = {}
-        self._bases: dict[int, np.ndarray] = {}  # c -> (capacity, width) rows, first k used
-        self._dims: dict[int, int] = {}
+        self.spans: dict[int, Span] = {}  # L_c per current token id c
         self.full = False
 
     @property
     def dimension(self) -> int:
         """Σ_c dim L_c."""
-        return sum(self._dims.values())
+        return sum(span.dim for span in self.spans.values())
 
     def _prefix_counts(self, sequences: Sequence[np.ndarray]) -> PrefixCounts:
         counts = PrefixCounts(sequences, self.index)
         self.full = self.full or counts.vocabulary > self.max_vocabulary
         return counts
 
-    def _rows(self, c: int, u: int) -> np.ndarray:
-        """L_c's orthonormal basis as rows (dim, u), over the first u ids (a view when the
-        stored rows are that wide already)."""
-        k = self._dims.get(c, 0)
-        stored = self._bases.get(c)
-        if stored is None:
-            return np.zeros((0, u))
-        if stored.shape[1] < u:  # ids seen since: zero coordinates
-            stored = self._bases[c] = np.pad(stored, ((0, 0), (0, u - stored.shape[1])))
-        return stored[:k]
+    def _span(self, c: int, u: int) -> Span:
+        """L_c over the first u ids."""
+        span = self.spans.setdefault(c, Span(u))
+        span.widen(u)
+        return span
 
     def opens(self, sequences: Sequence[np.ndarray]) -> np.ndarray:
         """Whether some prefix of each sequence opens its L_c (nothing is added)."""
@@ -130,8 +131,8 @@ class CountCover:
         for c in np.unique(counts.ids).tolist():
             rows = np.flatnonzero(counts.ids == c)
             N = counts.counts_over(rows, u)
-            basis = self._rows(c, u)
-            left = N - (N @ basis.T) @ basis
+            basis = self._span(c, u).basis
+            left = N - (N @ basis) @ basis.T
             norms = np.linalg.norm(N, axis=1)
             opened[owner[rows[np.linalg.norm(left, axis=1) > COUNT_TOL * norms]]] = True
         return opened
@@ -145,29 +146,8 @@ class CountCover:
         N = counts.counts_over(np.arange(counts.ids.size), u)
         grew = False
         for c, n in zip(counts.ids.tolist(), N, strict=True):
-            grew |= self._add_one(c, n)
+            grew |= self._span(c, u).add(n)
         return grew
-
-    def _add_one(self, c: int, n: np.ndarray) -> bool:
-        """Gram–Schmidt, twice (as `Span.add`), of one count vector into L_c."""
-        rows = self._rows(c, n.size)
-        norm = float(np.linalg.norm(n))
-        r = n - (rows @ n) @ rows
-        if norm == 0.0 or float(np.linalg.norm(r)) <= COUNT_TOL * norm:
-            return False
-        r -= (rows @ r) @ rows
-        length = float(np.linalg.norm(r))
-        if length <= COUNT_TOL * norm:
-            return False
-        k = rows.shape[0]
-        stored = self._bases.get(c)
-        if stored is None or stored.shape[0] == k:  # capacity doubles
-            grown = np.zeros((max(8, 2 * k), n.size))
-            grown[:k] = rows
-            stored = self._bases[c] = grown
-        stored[k] = r / length
-        self._dims[c] = k + 1
-        return True
 
 
 class Hull:

@@ -397,11 +397,9 @@ def opening_words(source: CompiledModel, cover: CountCover, words: Sequence[Word
         opened = cover.opens(tokens)
         if cover.full:
             return None
-        for i in np.flatnonzero(opened).tolist():
+        for i in np.flatnonzero(opened).tolist():  # their tokens are indexed already
             if cover.add(tokens[i]):
                 found.append(tuple(words[done + i]))
-            if cover.full:
-                return None
         done += len(runs)
     return found
 
