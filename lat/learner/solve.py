@@ -279,12 +279,14 @@ def minimal_heads(fitted: Fit, data: object, seconds: float | None = None,
     `seconds` bounds the search (default the minimiser's own limit). `groups` (the token
     field of every coordinate, `gauge.coordinate_groups`) lets a fit with more heads than
     the search tries take the sparse gauge's heads (gauge.py) as a candidate."""
-    def training() -> tuple[np.ndarray, ...]:
-        pairs = sequence_pairs(data)
-        rows, cols, vals = stack_features([t for t, _ in pairs], None)
-        return rows, cols, vals, np.concatenate([o for _, o in pairs], axis=0)
+    return minimise_fit(fitted, lambda: _training(data), seconds, groups)
 
-    return minimise_fit(fitted, training, seconds, groups)
+
+def _training(data: object) -> tuple[np.ndarray, ...]:
+    """The training sequences' sparse features (rows, cols, vals) and stacked outputs."""
+    pairs = sequence_pairs(data)
+    rows, cols, vals = stack_features([t for t, _ in pairs], None)
+    return rows, cols, vals, np.concatenate([o for _, o in pairs], axis=0)
 
 
 def with_heads(fitted: Fit, data: object, pack_heads: bool = True) -> Fit:
@@ -295,10 +297,7 @@ def with_heads(fitted: Fit, data: object, pack_heads: bool = True) -> Fit:
     V, Q, heads_before = heads_of(fitted.coefficients, fitted.support, pack_heads, False)
     seconds = dict(fitted.seconds, heads=time.perf_counter() - clock)
     clock = time.perf_counter()
-    pairs = sequence_pairs(data)
-    rows, cols, vals = stack_features([t for t, _ in pairs], None)
-    error = train_error(V, Q, fitted.support, rows, cols, vals,
-                        np.concatenate([o for _, o in pairs], axis=0))
+    error = train_error(V, Q, fitted.support, *_training(data))
     seconds["train_check"] = time.perf_counter() - clock
     return replace(fitted, V=V, Q=Q, train_max_abs_error=error,
                    heads_before_minimising=heads_before, seconds=seconds)
